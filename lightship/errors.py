@@ -1,0 +1,23 @@
+"""User-facing errors.
+
+Anything the user can fix (a bad recipe value, a missing path, a corrupt file) raises
+:class:`UserError`. The CLI prints its message as one line and exits with code 2, without a
+traceback. Library callers get an ordinary exception they can catch.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A problem with the user's input; the message names the problem and the fix."""
+
+    exit_code = 2
+
+
+def closest(name: str, choices: Iterable[str]) -> str:
+    """Return a ``" (did you mean 'x'?)"`` suffix for the closest choice, or ``""``."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
