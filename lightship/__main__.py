@@ -1,0 +1,5 @@
+import sys
+
+from lightship.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""`lightship` command line: thin wrappers that parse arguments and call the library.
+
+Every user-fixable problem ends as one line on stderr and exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lightship.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's default prints usage)
+        raise UserError(f"{message}; see '{self.prog} --help'")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-r", "--recipe", help="preset (baseline, tricks, default) or a YAML file; "
+                   "default: the default preset")
+    p.add_argument("--data", help="dataset name or path (sets data.name)")
+    p.add_argument("--model", help="model name (sets model.name); `lightship models` lists them")
+    p.add_argument("--epochs", type=int, help="sets train.epochs")
+    p.add_argument("--batch-size", type=int, help="sets train.batch_size")
+    p.add_argument("--lr", type=float, help="sets optim.lr (the base LR before linear scaling)")
+    p.add_argument("--seed", type=int, help="sets train.seed")
+    p.add_argument("--device", help="sets train.device (auto, cpu, cuda, cuda:1)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe key, e.g. --set schedule.name=cosine (repeatable)")
+    p.add_argument("--name", help="run folder name (default <model>_<data>_<time>)")
+    p.add_argument("--out", help="parent folder of run folders (sets run.dir; default runs)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run folder exactly where its "
+                   "last checkpoint left it (its saved recipe is used)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--no-progress", action="store_true", help="plain lines instead of a bar")
+    p.add_argument("--print-recipe", action="store_true",
+                   help="print the resolved recipe as YAML and exit without training")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    flags = {"data": "data.name", "model": "model.name", "epochs": "train.epochs",
+             "batch_size": "train.batch_size", "lr": "optim.lr", "seed": "train.seed",
+             "device": "train.device", "name": "run.name", "out": "run.dir"}
+    out = [f"{key}={getattr(args, attr)}" for attr, key in flags.items()
+           if getattr(args, attr) is not None]
+    return out + list(args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lightship.recipe import build_recipe
+    from lightship.train.loop import train
+
+    progress = False if args.no_progress else None
+    if args.resume:
+        if args.recipe or _overrides(args):
+            raise UserError("--resume continues a run with its saved recipe; drop the other "
+                            "recipe options (or start a new run without --resume)")
+        train(resume=args.resume, progress=progress)
+        return 0
+    recipe = build_recipe(args.recipe, _overrides(args))
+    if args.print_recipe:
+        print(recipe.to_yaml(), end="")
+        return 0
+    train(recipe, overwrite=args.overwrite, progress=progress)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lightship.evaluate import evaluate_target
+
+    res = evaluate_target(Path(args.target), data=args.data, batch_size=args.batch_size,
+                          device=args.device)
+    print(f"{res['model']} on {res['data']}: test top-1 {res['test_top1']:.2f}%  "
+          f"top-5 {res['test_top5']:.2f}%  loss {res['test_loss']:.4f}  "
+          f"({res['n_test']} images)")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lightship.data import describe_dataset
+    from lightship.models import create_model, list_models, model_stats
+
+    info = describe_dataset(args.data)
+    k, c, s = info["num_classes"], info["in_chans"], info["input_size"]
+    table = Table(title=f"models at {c}×{s}×{s}, {k} classes ({args.data})")
+    for col in ("name", "params", "MACs"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    names = [args.name] if args.name else list_models()
+    for name in names:
+        stats = model_stats(create_model(name, k, c, s), c, s)
+        table.add_row(name, f"{stats['params'] / 1e6:.3f} M", f"{stats['macs'] / 1e6:.1f} M")
+    Console().print(table)
+    print("also: timm:NAME and torchvision:NAME when those packages are installed")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from lightship.data import describe_dataset, list_datasets
+
+    if args.action == "list" or args.action is None:
+        print("built-in datasets: " + ", ".join(list_datasets()))
+        print("paths: a CIFAR-10/100 python folder, MNIST IDX files, an ImageFolder tree "
+              "(train/, val/), or an .npz with x_train, y_train, x_test, y_test")
+        return 0
+    if not args.spec:
+        raise UserError("lightship data describe needs a dataset name or path")
+    info = describe_dataset(args.spec)
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from lightship import __version__
+
+    parser = _Parser(prog="lightship", description="Train light image classifiers to "
+                     "convergence and lift them toward heavy ones.")
+    parser.add_argument("--version", action="version", version=f"lightship {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model from a recipe into a run folder")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run folder or a weights file on a test split")
+    p.add_argument("target", help="run folder or .safetensors weights file")
+    p.add_argument("--data", help="dataset (default: the one it was trained on)")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("models", help="list models with parameters and MACs")
+    p.add_argument("--data", default="mnist5k", help="dataset that sets input size and classes")
+    p.add_argument("--name", help="show one model only")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("data", help="list datasets or describe one")
+    p.add_argument("action", nargs="?", choices=["list", "describe"], default="list")
+    p.add_argument("spec", nargs="?", help="dataset name or path (for describe)")
+    p.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except UserError as exc:
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        print(f"lightship: error: {lines[-1] if lines else 'invalid input'}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lightship: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Evaluate a run folder or a lightship weights file on a dataset's test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lightship.data import load_dataset
+from lightship.errors import UserError
+from lightship.models import create_model
+from lightship.recipe import load_saved_recipe
+from lightship.runs import RunPaths
+from lightship.train.checkpoint import load_weights, read_weights
+from lightship.train.loop import evaluate
+from lightship.train.precision import choose_device, choose_precision
+
+
+def _weights_of_run(paths: RunPaths) -> Path:
+    if paths.weights.exists():
+        return paths.weights
+    if paths.last.exists():  # an unfinished run: its last checkpoint
+        tag = json.loads(paths.last.read_text())["tag"]
+        ema = paths.checkpoints / f"{tag}.ema.safetensors"
+        return ema if ema.exists() else paths.checkpoints / f"{tag}.safetensors"
+    raise UserError(f"{paths.root} has no weights yet (no weights.safetensors, no checkpoint)")
+
+
+def evaluate_target(target: Path, data: str | None = None, batch_size: int = 512,
+                    device: str = "auto") -> dict[str, Any]:
+    """Evaluate ``target`` (run folder or .safetensors) on ``data`` (default: its own dataset)."""
+    if not target.exists():
+        raise UserError(f"{target} does not exist; give a run folder or a .safetensors file")
+    if target.is_dir():
+        paths = RunPaths(target)
+        if not paths.is_run():
+            raise UserError(f"{target} is not a lightship run folder (no recipe.yaml)")
+        recipe = load_saved_recipe(paths.recipe)
+        weights = _weights_of_run(paths)
+        options = recipe.model.model_dump()
+        data = data or recipe.data.name
+        subset = {"fraction": recipe.data.fraction, "max_per_class": recipe.data.max_per_class,
+                  "seed": recipe.data.seed, "image_size": recipe.data.image_size}
+    else:
+        weights = target
+        _, meta = read_weights(target)
+        if meta.get("format") != "lightship-weights-1":
+            raise UserError(f"{target} has no lightship metadata (model name, preprocessing); "
+                            "evaluate the run folder it came from instead")
+        options = dict(meta["model_options"])
+        data = data or meta["data"]
+        subset = {"image_size": meta.get("input_size")}
+    dataset = load_dataset(data, **{k: v for k, v in subset.items() if v is not None})
+    info = dataset.info
+    name = options.pop("name")
+    model = create_model(name, info.num_classes, info.in_chans, info.input_size, **options)
+    meta = load_weights(model, weights)
+    if meta.get("num_classes") not in (None, info.num_classes):
+        raise UserError(f"{weights} predicts {meta['num_classes']} classes but {data} has "
+                        f"{info.num_classes}; evaluate it on the dataset it was trained for")
+    dev = choose_device(device)
+    prec = choose_precision("auto", "auto", dev)
+    model = model.to(dev, memory_format=prec.memory_format)
+    dataset.to(dev)
+    res = evaluate(model, dataset, prec, batch_size)
+    return {"model": name, "data": info.name, "n_test": info.n_test, "weights": str(weights),
+            **res}

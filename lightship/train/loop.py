@@ -1,0 +1,375 @@
+"""THE training loop. It knows nothing about KD or Rocket: an objective computes the loss.
+
+Per step: batch (batched augmentation on the device) → optional mixup/cutmix → objective under
+autocast → backward → gradient norm (and clipping) → optimizer and per-step scheduler → EMA.
+Per epoch: evaluation on the test split, raw metrics to metrics.jsonl, an atomic checkpoint.
+Randomness of each batch comes from (seed, epoch, batch index), so resume continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from lightship.data import Augment, cutmix, load_dataset, mixup
+from lightship.errors import UserError
+from lightship.methods.supervised import Supervised
+from lightship.models import check_norm, create_model, model_stats
+from lightship.recipe import Recipe, load_saved_recipe
+from lightship.runs import MetricsLog, RunLock, RunPaths, prepare_new_run, write_json
+from lightship.train.checkpoint import (
+    atomic_write,
+    load_state,
+    load_weights,
+    save_state,
+    save_weights,
+)
+from lightship.train.optim import make_optimizer, make_scheduler, scaled_lr
+from lightship.train.precision import Precision, choose_device, choose_precision
+from lightship.train.progress import Progress
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    model: nn.Module
+
+
+def batch_generator(seed: int, epoch: int, index: int, stream: int) -> torch.Generator:
+    """A CPU generator for one batch's randomness, independent of every other batch."""
+    g = torch.Generator()
+    g.manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + index) * 8 + stream)
+    return g
+
+
+def resolve_augment(recipe: Recipe, input_size: int, hflip_ok: bool) -> Augment:
+    cfg = recipe.augment
+    pad = max(1, input_size // 8) if cfg.crop_padding == "auto" else int(cfg.crop_padding)
+    hflip = hflip_ok if cfg.hflip == "auto" else bool(cfg.hflip)
+    return Augment(crop_padding=pad, hflip=hflip, cutout=cfg.cutout)
+
+
+def build_model(recipe: Recipe, num_classes: int, in_chans: int, input_size: int) -> nn.Module:
+    m = recipe.model
+    return create_model(m.name, num_classes, in_chans, input_size, norm=m.norm,
+                        gn_groups=m.gn_groups, zero_gamma=m.zero_gamma, shortcut=m.shortcut,
+                        variant=m.variant, plain=m.plain, width=m.width, dropout=m.dropout)
+
+
+def model_metadata(recipe: Recipe, info) -> dict[str, Any]:
+    """What a weights file needs to be used elsewhere: architecture and preprocessing."""
+    return {
+        "format": "lightship-weights-1",
+        "model": recipe.model.name,
+        "model_options": recipe.model.model_dump(mode="json"),
+        "num_classes": info.num_classes,
+        "in_chans": info.in_chans,
+        "input_size": info.input_size,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "classes": list(info.classes),
+        "data": recipe.data.name,
+    }
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data, prec: Precision, batch_size: int = 512) -> dict[str, float]:
+    """Top-1, top-5 and mean CE loss on the test split (model put in eval mode, then restored)."""
+    was_training = model.training
+    model.eval()
+    n, loss_sum, top1, top5 = 0, 0.0, 0, 0
+    for x, y in data.test_batches(batch_size, channels_last=prec.channels_last):
+        with prec.autocast():
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        k = min(5, logits.shape[1])
+        pred = logits.topk(k, dim=1).indices
+        hit = pred == y[:, None]
+        top1 += hit[:, 0].sum().item()
+        top5 += hit.any(dim=1).sum().item()
+        n += y.numel()
+    model.train(was_training)
+    if n == 0:
+        raise UserError("the test split is empty; give a dataset with test images")
+    return {"test_loss": loss_sum / n, "test_top1": 100.0 * top1 / n, "test_top5": 100.0 * top5 / n}
+
+
+def _default_name(recipe: Recipe) -> str:
+    data = Path(recipe.data.name).name or "data"
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{recipe.model.name.replace(':', '-')}_{data}_{stamp}"
+
+
+class _Nonfinite(Exception):
+    pass
+
+
+def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
+          overwrite: bool = False, progress: bool | None = None,
+          stop_after_epochs: int | None = None, quiet: bool = False) -> RunResult:
+    """Train the recipe's student into a run folder and return its summary.
+
+    ``resume`` continues the run folder from its last checkpoint with its saved recipe, giving the
+    same final weights as an uninterrupted run on CPU. ``stop_after_epochs`` ends this call early
+    (the run stays resumable), which tests use to interrupt a run.
+    """
+    if resume is not None:
+        paths = RunPaths(Path(resume))
+        if not paths.root.is_dir():
+            raise UserError(f"--resume {resume}: no such run folder")
+        if not paths.is_run():
+            raise UserError(f"--resume {resume}: not a lightship run folder (no recipe.yaml)")
+        recipe = load_saved_recipe(paths.recipe)
+    else:
+        recipe = recipe or Recipe()
+        paths = RunPaths(Path(recipe.run.dir) / (recipe.run.name or _default_name(recipe)))
+        if paths.root.exists() and any(paths.root.iterdir()) and not overwrite:
+            prepare_new_run(paths, overwrite=False)  # raises the clear message
+
+    t = recipe.train
+    # Validate everything before touching the disk: bad input never leaves a half-made run.
+    device = choose_device(t.device)
+    prec = choose_precision(t.precision, t.channels_last, device)
+    check_norm(recipe.model.norm)
+    data = load_dataset(recipe.data.name, fraction=recipe.data.fraction,
+                        max_per_class=recipe.data.max_per_class, seed=recipe.data.seed,
+                        image_size=recipe.data.image_size, workers=recipe.data.workers)
+    info = data.info
+    steps_per_epoch = data.steps_per_epoch(t.batch_size)
+    torch.manual_seed(t.seed)
+    model = build_model(recipe, info.num_classes, info.in_chans, info.input_size)
+    stats = model_stats(model, info.in_chans, info.input_size)
+    model = model.to(device, memory_format=prec.memory_format)
+    data.to(device)
+    augment = resolve_augment(recipe, info.input_size, info.hflip_ok)
+
+    lock = RunLock(paths)
+    if resume is None:
+        prepare_new_run(paths, overwrite)
+        paths.root.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+        atomic_write(paths.recipe, lambda tmp: tmp.write_text(recipe.to_yaml()))
+    else:
+        lock.acquire()
+    try:
+        return _run(recipe, paths, data, model, prec, augment, steps_per_epoch, stats,
+                    resume is not None, progress, stop_after_epochs, quiet)
+    finally:
+        lock.release()
+
+
+def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, prec: Precision,
+         augment: Augment, steps_per_epoch: int, stats: dict[str, int], resuming: bool,
+         progress: bool | None, stop_after_epochs: int | None, quiet: bool) -> RunResult:
+    t, info = recipe.train, data.info
+    objective = Supervised(label_smoothing=t.label_smoothing)
+    optimizer = make_optimizer(model, recipe.optim, t.batch_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # SequentialLR's epoch-argument notice
+        scheduler = make_scheduler(optimizer, recipe.schedule, t.epochs, steps_per_epoch)
+    scaler = torch.amp.GradScaler(prec.device.type) if prec.scaler else None
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
+           if t.ema else None)
+    forward_model = torch.compile(model) if t.compile else model
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    clip = recipe.optim.grad_clip
+    metrics = MetricsLog(paths.metrics)
+
+    epoch, step, elapsed = 0, 0, 0.0
+    best = {"test_top1": -1.0, "epoch": -1}
+    last_eval: dict[str, float] = {}
+    if resuming:
+        epoch, step, elapsed, best, last_eval = _restore(paths, model, ema, optimizer, scheduler,
+                                                          scaler)
+        metrics.truncate_after(step)
+        if epoch >= t.epochs:
+            raise UserError(f"{paths.root} already finished all {t.epochs} epochs; nothing to resume")
+
+    lr_peak = scaled_lr(recipe.optim, t.batch_size)
+    header = {"kind": "start", "step": step, "epoch": epoch, "resumed": resuming,
+              "params": stats["params"], "macs": stats["macs"], "device": str(prec.device),
+              "precision": prec.name, "channels_last": prec.channels_last, "lr_peak": lr_peak,
+              "steps_per_epoch": steps_per_epoch, "augment": vars(augment)}
+    metrics.write([header])
+    show = Progress(total_epochs=t.epochs, steps_per_epoch=steps_per_epoch, enabled=progress,
+                    quiet=quiet, title=f"{recipe.model.name} on {info.name}")
+    show.start(epoch)
+    mixing_alphas = [(mixup, recipe.augment.mixup_alpha), (cutmix, recipe.augment.cutmix_alpha)]
+    mixing_alphas = [(fn, a) for fn, a in mixing_alphas if a > 0]
+    stop_epoch = t.epochs if stop_after_epochs is None else min(t.epochs, epoch + stop_after_epochs)
+    model.train()
+    try:
+        while epoch < stop_epoch:
+            t0 = time.perf_counter()
+            mixing = bool(mixing_alphas) and epoch < t.epochs - recipe.augment.mix_off_epochs
+            records, loss_sum, correct, seen = [], 0.0, 0, 0
+            tick = time.perf_counter()
+            for i, (x, y) in enumerate(data.train_batches(
+                    t.batch_size, epoch, t.seed, augment, channels_last=prec.channels_last)):
+                target: Tensor = y
+                if mixing:
+                    g = batch_generator(t.seed, epoch, i, stream=1)
+                    pick = int(torch.randint(len(mixing_alphas), (1,), generator=g))
+                    fn, alpha = mixing_alphas[pick]
+                    x, target = fn(x, y, info.num_classes, alpha, g)
+                with prec.autocast():
+                    loss, terms, logits = objective.loss(forward_model, x, target)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                if clip:
+                    gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
+                else:
+                    gnorm = torch.nn.utils.get_total_norm([p.grad for p in params
+                                                           if p.grad is not None])
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    if t.on_nonfinite == "stop" and scaler is None:
+                        raise _Nonfinite(f"loss became {loss_value} at step {step} "
+                                         f"(epoch {epoch + 1})")
+                    optimizer.zero_grad(set_to_none=True)  # skip this update
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                elif math.isfinite(loss_value):
+                    optimizer.step()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                step += 1
+                now = time.perf_counter()
+                n = y.shape[0]
+                rec = {"kind": "step", "step": step, "epoch": epoch + 1, "loss": loss_value,
+                       "lr": lr, "grad_norm": float(gnorm), "ips": n / max(now - tick, 1e-9)}
+                if len(terms) > 1:
+                    rec.update({k: float(v) for k, v in terms.items()})
+                records.append(rec)
+                tick = now
+                loss_sum += loss_value
+                correct += int((logits.detach().argmax(1) == y).sum())
+                seen += n
+                show.step(loss_value)
+            epoch += 1
+            train_time = time.perf_counter() - t0
+            elapsed += train_time
+            metrics.write(records)
+            eval_model = ema.module if ema is not None else model
+            if epoch % t.eval_every == 0 or epoch == t.epochs:
+                last_eval = evaluate(eval_model, data, prec)
+                if last_eval["test_top1"] > best["test_top1"]:
+                    best = {"test_top1": last_eval["test_top1"], "epoch": epoch}
+            rec = {"kind": "eval", "step": step, "epoch": epoch,
+                   "train_loss": loss_sum / max(len(records), 1),
+                   "train_top1": 100.0 * correct / max(seen, 1), **last_eval,
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_time": train_time,
+                   "ips": seen / max(train_time, 1e-9)}
+            metrics.write([rec])
+            show.epoch_end(epoch, rec)
+            if epoch % t.checkpoint_every == 0 or epoch in (t.epochs, stop_epoch):
+                _checkpoint(paths, recipe, info, model, ema, optimizer, scheduler, scaler,
+                            epoch, step, elapsed, best, last_eval)
+    except _Nonfinite as exc:
+        show.close()
+        raise UserError(f"{exc}; the run stopped and keeps its last good checkpoint in "
+                        f"{paths.checkpoints}; lower optim.lr or set optim.grad_clip") from None
+    finally:
+        show.close()
+
+    final_model = ema.module if ema is not None else model
+    summary = {
+        "run": paths.root.name,
+        "status": "finished" if epoch >= t.epochs else "stopped",
+        "model": recipe.model.name,
+        "data": info.name,
+        "params": stats["params"],
+        "macs": stats["macs"],
+        "epochs": epoch,
+        "steps": step,
+        "test_top1": last_eval.get("test_top1"),
+        "test_top5": last_eval.get("test_top5"),
+        "test_loss": last_eval.get("test_loss"),
+        "best_top1": best["test_top1"],
+        "best_epoch": best["epoch"],
+        "train_loss": rec["train_loss"] if step else None,
+        "wall_time_s": round(elapsed, 3),
+        "images_per_s": rec.get("ips") if step else None,
+        "device": str(prec.device),
+        "precision": prec.name,
+        "channels_last": prec.channels_last,
+        "lr_peak": lr_peak,
+        "augment": vars(augment),
+    }
+    if epoch >= t.epochs:
+        save_weights(paths.weights, final_model, model_metadata(recipe, info))
+    write_json(paths.summary, summary)
+    show.summary(summary, paths.root)
+    return RunResult(run_dir=paths.root, summary=summary, model=final_model)
+
+
+def _checkpoint(paths: RunPaths, recipe: Recipe, info, model: nn.Module, ema, optimizer,
+                scheduler, scaler, epoch: int, step: int, elapsed: float, best: dict,
+                last_eval: dict) -> None:
+    """Write step-N weights and state, then point last.json at them (the atomic commit)."""
+    import json
+
+    tag = f"step-{step:08d}"
+    save_weights(paths.checkpoints / f"{tag}.safetensors", model, model_metadata(recipe, info))
+    if ema is not None:
+        save_weights(paths.checkpoints / f"{tag}.ema.safetensors", ema)
+    state = {
+        "epoch": epoch,
+        "step": step,
+        "elapsed": elapsed,
+        "best_top1": best["test_top1"],
+        "best_epoch": best["epoch"],
+        "last_eval": dict(last_eval),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    save_state(paths.checkpoints / f"{tag}.state.pt", state)
+    atomic_write(paths.last, lambda tmp: tmp.write_text(json.dumps({"tag": tag, "step": step,
+                                                                    "epoch": epoch})))
+    for old in paths.checkpoints.glob("step-*"):
+        if not old.name.startswith(tag + "."):
+            old.unlink(missing_ok=True)
+
+
+def _restore(paths: RunPaths, model: nn.Module, ema, optimizer, scheduler, scaler):
+    import json
+
+    if not paths.last.exists():
+        raise UserError(f"{paths.root} has no checkpoint yet (checkpoints/last.json); start it "
+                        "again with --overwrite")
+    tag = json.loads(paths.last.read_text())["tag"]
+    load_weights(model, paths.checkpoints / f"{tag}.safetensors")
+    if ema is not None:
+        load_weights(ema, paths.checkpoints / f"{tag}.ema.safetensors")
+    state = load_state(paths.checkpoints / f"{tag}.state.pt")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    best = {"test_top1": state["best_top1"], "epoch": state["best_epoch"]}
+    return state["epoch"], state["step"], state["elapsed"], best, state["last_eval"]

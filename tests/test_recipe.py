@@ -1,0 +1,69 @@
+import pytest
+
+from lightship.errors import UserError
+from lightship.recipe import PRESETS, build_recipe
+
+
+def test_presets_differ_in_the_tricks():
+    base, tricks = build_recipe("baseline"), build_recipe("tricks")
+    assert base.schedule.name == "multistep" and tricks.schedule.name == "cosine"
+    assert not base.model.zero_gamma and tricks.model.zero_gamma
+    assert not base.optim.no_bias_decay and tricks.optim.no_bias_decay
+    assert not base.optim.lr_scaling and tricks.optim.lr_scaling
+    assert base.train.label_smoothing == 0 and tricks.train.label_smoothing == 0.1
+    assert base.schedule.warmup_epochs == 0 and tricks.schedule.warmup_epochs > 0
+    assert tricks.augment.mixup_alpha > 0
+    assert build_recipe(None) == build_recipe("default") == build_recipe(PRESETS["default"])
+
+
+def test_overrides_keep_types():
+    r = build_recipe("baseline", ["optim.lr=0.05", "train.epochs=3", "model.zero_gamma=true",
+                                  "schedule.milestones=[1, 2]"])
+    assert r.optim.lr == 0.05 and r.train.epochs == 3 and r.model.zero_gamma is True
+    assert r.schedule.milestones == [1.0, 2.0]
+
+
+def test_yaml_file_with_preset_base(tmp_path):
+    f = tmp_path / "r.yaml"
+    f.write_text("preset: tricks\ntrain:\n  epochs: 4\n")
+    r = build_recipe(str(f))
+    assert r.train.epochs == 4 and r.model.zero_gamma  # from the preset
+
+
+def test_round_trip_yaml(tmp_path):
+    r = build_recipe("tricks", ["train.epochs=7"])
+    f = tmp_path / "saved.yaml"
+    f.write_text(r.to_yaml())
+    assert build_recipe(str(f)) == r
+
+
+@pytest.mark.parametrize("override, words", [
+    (["optim.lrr=0.1"], ["unknown recipe key 'optim.lrr'", "did you mean 'lr'"]),
+    (["traning.epochs=3"], ["unknown recipe key 'traning'", "did you mean 'train'"]),
+    (["optim.lr=-0.1"], ["optim.lr", "-0.1", "greater than 0"]),
+    (["optim.lr=0"], ["optim.lr", "greater than 0"]),
+    (["train.epochs=0"], ["train.epochs", "greater than or equal to 1"]),
+    (["train.epochs=three"], ["train.epochs", "'three'", "integer"]),
+    (["model.shortcut=C"], ["model.shortcut", "'A'", "'B'"]),
+    (["schedule.warmup_epochs=20", "train.epochs=5"], ["warmup_epochs", "smaller"]),
+    (["optim.lr"], ["not key=value"]),
+])
+def test_bad_recipes_name_key_value_and_fix(override, words):
+    with pytest.raises(UserError) as exc:
+        build_recipe("default", override)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_unknown_preset_and_missing_file():
+    with pytest.raises(UserError, match="did you mean 'tricks'"):
+        build_recipe("trick")
+
+
+def test_bad_yaml(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        build_recipe(str(f))
