@@ -27,7 +27,7 @@ class _Section(BaseModel):
 
 class DataCfg(_Section):
     name: str = "mnist5k"
-    """Built-in name (`lightship data list`) or a path (CIFAR folder, MNIST IDX, ImageFolder, .npz)."""
+    """Built-in name (`lightship data list`) or a path (CIFAR, MNIST IDX, ImageFolder, .npz)."""
     fraction: float = Field(1.0, gt=0, le=1)
     """Stratified subset of the training split (1.0, 0.1, 0.01: the low-data regimes of He et al.
     2019, "Rethinking ImageNet Pre-training")."""
@@ -50,7 +50,7 @@ class AugmentCfg(_Section):
     mixup_alpha: float = Field(0.0, ge=0)
     """Mixup Beta(α, α) (Zhang et al. 2018); Bag of Tricks uses α=0.2; 0 = off."""
     cutmix_alpha: float = Field(0.0, ge=0)
-    """CutMix Beta(α, α) (Yun et al. 2019); 0 = off. With both on, each batch picks one at random."""
+    """CutMix Beta(α, α) (Yun et al. 2019); 0 = off. With both on, each batch picks one."""
     mix_off_epochs: int = Field(0, ge=0)
     """Train the last N epochs without mixup/cutmix (clean targets for the final fit)."""
 
@@ -85,7 +85,7 @@ class OptimCfg(_Section):
     """No weight decay on biases and norm parameters (Bag of Tricks §3.1)."""
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = Field(None, gt=0)
-    """Clip the global gradient norm to this value; None = no clipping (the norm is still logged)."""
+    """Clip the global gradient norm to this value; None = no clipping (the norm is logged)."""
 
 
 class ScheduleCfg(_Section):
@@ -98,7 +98,7 @@ class ScheduleCfg(_Section):
     step_epochs: float = Field(30, gt=0)
     """`step`: decay by gamma every step_epochs."""
     milestones: list[float] | None = None
-    """`multistep`: epochs at which lr *= gamma; None = 50 % and 75 % of training (He et al. 2016)."""
+    """`multistep`: epochs where lr *= gamma; None = 50 % and 75 % of training (He et al. 2016)."""
     gamma: float = Field(0.1, gt=0, le=1)
     min_lr: float = Field(0.0, ge=0)
     """Final lr of `cosine` and `linear`, as a fraction of the peak lr."""
@@ -283,7 +283,7 @@ def build_recipe(source: str | dict[str, Any] | None = None,
             at = f" (line {line + 1})" if line is not None else ""
             raise UserError(f"recipe file {path} is not valid YAML{at}; fix the syntax") from None
         if not isinstance(loaded, dict):
-            raise UserError(f"recipe file {path} must be a mapping of sections (data:, model:, ...)")
+            raise UserError(f"recipe file {path} must be a mapping of sections (data:, model:)")
         tree = loaded
     preset = tree.pop("preset", None) if isinstance(tree, dict) else None
     if preset is not None:

@@ -2,7 +2,7 @@
 
 ```
 runs/<name>/
-  recipe.yaml        the full recipe (re-run it with `lightship train --recipe runs/<name>/recipe.yaml`)
+  recipe.yaml        the full recipe (re-run: `lightship train --recipe runs/<name>/recipe.yaml`)
   metrics.jsonl      one JSON object per step ("kind": "step") and per evaluation ("kind": "eval")
   checkpoints/       step-<N>.safetensors + step-<N>.state.pt, and last.json pointing at the pair
   weights.safetensors  the final model (EMA weights when EMA is on), with preprocessing metadata

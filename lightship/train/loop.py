@@ -195,7 +195,7 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, prec: Precisio
                                                           scaler)
         metrics.truncate_after(step)
         if epoch >= t.epochs:
-            raise UserError(f"{paths.root} already finished all {t.epochs} epochs; nothing to resume")
+            raise UserError(f"{paths.root} finished its {t.epochs} epochs; nothing to resume")
 
     lr_peak = scaled_lr(recipe.optim, t.batch_size)
     header = {"kind": "start", "step": step, "epoch": epoch, "resumed": resuming,

@@ -47,7 +47,7 @@ def choose_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise UserError(f"train.device '{spec}' is not a device; use auto, cpu or cuda[:N]") from None
+        raise UserError(f"train.device '{spec}' is not a device; use auto, cpu, cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"train.device '{spec}' asked for CUDA but no GPU is visible; use "
                         "train.device=cpu or auto")
