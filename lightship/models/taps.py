@@ -1,0 +1,59 @@
+"""Capture intermediate outputs with forward hooks, without editing the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from lightship.errors import UserError, closest
+
+
+class Taps:
+    """Record the outputs of named submodules on every forward.
+
+    ``names`` are paths from ``model.named_modules()`` (e.g. ``'layer2'`` or ``'layer2.0.conv1'``).
+    ``taps.features[name]`` holds the latest output, not detached (feature losses need the
+    gradient). Use as a context manager, or call :meth:`remove` when done.
+
+    Example::
+
+        with Taps(model, ["layer1", "layer3"]) as taps:
+            logits = model(x)
+        taps.features["layer3"].shape
+    """
+
+    def __init__(self, model: nn.Module, names: list[str] | str) -> None:
+        names = [names] if isinstance(names, str) else list(dict.fromkeys(names))
+        modules = dict(model.named_modules())
+        modules.pop("", None)  # the model itself: its output is the forward's return value
+        stages = list(getattr(model, "stage_names", None) or [n for n, _ in model.named_children()])
+        for name in names:
+            if name not in modules:
+                raise UserError(f"no module '{name}' to tap{closest(name, stages)}; stages: "
+                                f"{', '.join(stages)} (or any path in model.named_modules())")
+        self.names = names
+        self.features: dict[str, Any] = {}
+        self._handles = [modules[n].register_forward_hook(self._hook(n)) for n in names]
+
+    def _hook(self, name: str):
+        def store(module: nn.Module, args: Any, output: Any) -> None:
+            self.features[name] = output
+
+        return store
+
+    def clear(self) -> None:
+        """Forget the recorded outputs (hooks stay)."""
+        self.features.clear()
+
+    def remove(self) -> None:
+        """Unregister every hook; recorded outputs stay readable."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> Taps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
