@@ -1,0 +1,265 @@
+"""ImageFolder trees (``train/<class>/*.png``, ``val/<class>/…`` or ``test/<class>/…``), streamed.
+
+Worker processes of a ``torch.utils.data.DataLoader`` only decode: open, convert to RGB (or L when
+every image is grayscale), resize the shorter side to ``image_size``, centre-crop to a square, and
+hand back uint8 tensors. Order, augmentation and normalisation happen in the main process with
+the same code and the same per-batch generators as :class:`~lightship.data.tensor.TensorData`, so
+a folder dataset trains exactly like an in-memory one. Default ``image_size``: 64, or the median
+shorter side of the training images when that is smaller (small images are never upsampled).
+
+Loading scans every file cheaply (header + ``PIL.Image.verify``) so broken files are named before
+training starts; anything that still fails to decode later surfaces as a one-line UserError
+naming the file, never a worker traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from lightship.data.arrays import ChannelStats, subset_indices
+from lightship.data.augment import (
+    AUGMENT_STREAM,
+    Augment,
+    augment_batch,
+    make_generator,
+    norm_constants,
+    normalise,
+)
+from lightship.data.info import DatasetInfo
+from lightship.data.tensor import BatchPlan, check_batch_size
+from lightship.errors import UserError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                    ".pgm", ".pbm"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+DEFAULT_IMAGE_SIZE = 64
+STATS_IMAGES = 500
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _unreadable(path: str, exc_or_reason: BaseException | str) -> UserError:
+    reason = exc_or_reason if isinstance(exc_or_reason, str) else _reason(exc_or_reason)
+    reason = reason.replace(f" '{path}'", "").replace(f" {path}", "")  # named once is enough
+    return UserError(f"image {path} cannot be read ({reason}); remove or replace the file")
+
+
+def _list_images(folder: Path) -> list[str]:
+    """Image files under ``folder`` (recursive, sorted, hidden files and other types skipped)."""
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out.extend(os.path.join(root, f) for f in sorted(files)
+                   if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+    return out
+
+
+def _class_dirs(split: Path) -> list[str]:
+    return sorted(d.name for d in split.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def scan_split(split: Path, classes: list[str]) -> tuple[list[str], list[int]]:
+    """Files and labels of one split; class folders missing from ``classes`` are an error."""
+    files: list[str] = []
+    labels: list[int] = []
+    index = {c: i for i, c in enumerate(classes)}
+    for name in _class_dirs(split):
+        if name not in index:
+            raise UserError(f"{split / name} is a class that {split.parent / 'train'} does not "
+                            "have; every test class needs training images")
+        found = _list_images(split / name)
+        files += found
+        labels += [index[name]] * len(found)
+    return files, labels
+
+
+def _check_image(path: str) -> tuple[int, str]:
+    """(shorter side, mode) from the header, after PIL's cheap integrity check."""
+    try:
+        with Image.open(path) as im:
+            size, mode = min(im.size), im.mode
+            im.verify()
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... per format
+        raise _unreadable(path, exc) from None
+    return size, mode
+
+
+def load_image(path: str, size: int, mode: str) -> np.ndarray:
+    """Decode → ``mode`` → shorter side resized to ``size`` → centre crop; uint8 C×H×W."""
+    with Image.open(path) as im:
+        im.draft(mode, (size, size))  # JPEG: let the decoder downscale by 2/4/8 (much faster)
+        im = im.convert(mode)
+        w, h = im.size
+        if (w, h) != (size, size):
+            scale = size / min(w, h)
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+        arr = np.array(im, dtype=np.uint8)  # a writable copy (torch warns on read-only)
+    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+@dataclass
+class _Failed:
+    """A decode failure carried to the main process as data, not as a worker exception."""
+
+    path: str
+    reason: str
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, files: list[str], labels: list[int], size: int, mode: str) -> None:
+        self.files, self.labels, self.size, self.mode = files, labels, size, mode
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int] | _Failed:
+        try:
+            return torch.from_numpy(load_image(self.files[i], self.size, self.mode)), \
+                self.labels[i]
+        except Exception as exc:
+            return _Failed(self.files[i], _reason(exc))
+
+
+def _collate(items: list) -> tuple[Tensor, Tensor] | _Failed:
+    for item in items:
+        if isinstance(item, _Failed):
+            return item
+    return (torch.stack([x for x, _ in items]),
+            torch.tensor([y for _, y in items], dtype=torch.int64))
+
+
+class FolderData(BatchPlan):
+    """An ImageFolder tree streamed through a DataLoader; same API and semantics as TensorData."""
+
+    def __init__(self, root: Path, train_dir: Path, test_dir: Path, *, fraction: float = 1.0,
+                 max_per_class: int | None = None, seed: int = 0, image_size: int | None = None,
+                 workers: int = 2) -> None:
+        self.root, self.workers = root, workers
+        classes = _class_dirs(train_dir)
+        if not classes:
+            raise UserError(f"{train_dir} has no class folders; put images in "
+                            f"{train_dir}/<class>/")
+        files, labels = scan_split(train_dir, classes)
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+        if (counts == 0).any():
+            c = classes[int(np.flatnonzero(counts == 0)[0])]
+            raise UserError(f"class folder {train_dir / c} has no images (looked for "
+                            f"{', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove it")
+        test_files, test_labels = scan_split(test_dir, classes)
+        if not test_files:
+            raise UserError(f"{test_dir} has no images in class folders; put test images in "
+                            f"{test_dir}/<class>/")
+        with ThreadPoolExecutor(max_workers=8) as pool:  # header reads are I/O bound
+            checked = list(pool.map(_check_image, files + test_files))
+        mode = "L" if all(m in GRAY_MODES for _, m in checked) else "RGB"
+        if image_size is None:
+            median = int(np.median([s for s, _ in checked[:len(files)]]))
+            image_size = max(4, min(DEFAULT_IMAGE_SIZE, median))
+
+        y = np.asarray(labels, dtype=np.int64)
+        keep = subset_indices(y, len(classes), fraction, max_per_class, seed)
+        if keep is not None:
+            files, y = [files[i] for i in keep], y[keep]
+        self.train_files, self.test_files = files, test_files
+        self._y_train, self._y_test = y, np.asarray(test_labels, dtype=np.int64)
+        self.size, self.mode = image_size, mode
+
+        # Mean/std from up to STATS_IMAGES training images spread evenly over the (sorted) list.
+        stats = ChannelStats()
+        pick = np.unique(np.linspace(0, len(files) - 1, min(STATS_IMAGES, len(files))).round())
+        for i in pick.astype(int):
+            try:
+                stats.add(load_image(files[i], image_size, mode))
+            except Exception as exc:
+                raise _unreadable(files[i], exc) from None
+        mean, std = stats.result()
+        self.info = DatasetInfo(
+            name=root.name or "images", num_classes=len(classes), classes=tuple(classes),
+            in_chans=1 if mode == "L" else 3, input_size=image_size, n_train=len(files),
+            n_test=len(test_files), mean=mean, std=std, hflip_ok=True, source=str(root))
+        self.device = torch.device("cpu")
+        self._scale, self._shift = norm_constants(mean, std)
+
+    def to(self, device: torch.device | str) -> FolderData:
+        """Send future batches to ``device`` (images stay on disk)."""
+        self.device = torch.device(device)
+        self._scale, self._shift = self._scale.to(self.device), self._shift.to(self.device)
+        return self
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        """Training labels (int64, CPU numpy), e.g. for per-class counts."""
+        return self._y_train
+
+    @property
+    def test_labels(self) -> np.ndarray:
+        """Test labels (int64, CPU numpy) in test_batches order."""
+        return self._y_test
+
+    def _stream(self, files: list[str], labels: np.ndarray,
+                batches: list[list[int]]) -> Iterator[tuple[Tensor, Tensor]]:
+        """Decoded uint8 batches on the device; every failure becomes a one-line UserError."""
+        if not batches:
+            return
+        loader = DataLoader(_ImageFiles(files, labels.tolist(), self.size, self.mode),
+                            batch_sampler=batches, num_workers=self.workers,
+                            collate_fn=_collate, pin_memory=self.device.type == "cuda")
+        it = iter(loader)
+        while True:
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:  # a worker died or the loader failed: one line, no trace
+                raise UserError(f"reading images from {self.root} failed ({_reason(exc)}); "
+                                "retry with workers=0 to see which file") from None
+            if isinstance(item, _Failed):
+                del it  # shuts the workers down before the error propagates
+                raise _unreadable(item.path, item.reason)
+            x, y = item
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def train_batches(self, batch_size: int, epoch: int, seed: int, augment: Augment, *,
+                      start: int = 0, rank: int = 0, world: int = 1,
+                      channels_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """Same order, sharding, ``start`` and augmentation as TensorData.train_batches."""
+        order, steps = self._plan(batch_size, epoch, seed, start, rank, world)
+        slots = [self._slot(i, rank, world) for i in range(start, steps)]
+        batches = [order[s * batch_size:(s + 1) * batch_size].tolist() for s in slots]
+        return self._train_iter(batches, slots, epoch, seed, augment, channels_last)
+
+    def _train_iter(self, batches: list[list[int]], slots: list[int], epoch: int, seed: int,
+                    augment: Augment, channels_last: bool) -> Iterator[tuple[Tensor, Tensor]]:
+        for slot, (x, y) in zip(slots, self._stream(self.train_files, self._y_train, batches),
+                                strict=False):
+            g = make_generator(seed, epoch, slot, AUGMENT_STREAM)
+            yield augment_batch(x, augment, g, self._scale, self._shift, channels_last), y
+
+    def test_batches(self, batch_size: int, *,
+                     channels_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """The whole test split in order, normalised, unaugmented (last batch may be short)."""
+        check_batch_size(batch_size)
+        n = len(self.test_files)
+        batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+        return self._test_iter(batches, channels_last)
+
+    def _test_iter(self, batches: list[list[int]],
+                   channels_last: bool) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y in self._stream(self.test_files, self._y_test, batches):
+            yield normalise(x, self._scale, self._shift, channels_last), y
