@@ -14,6 +14,7 @@ def test_presets_differ_in_the_tricks():
     assert base.schedule.warmup_epochs == 0 and tricks.schedule.warmup_epochs > 0
     assert tricks.augment.mixup_alpha > 0
     assert build_recipe(None) == build_recipe("default") == build_recipe(PRESETS["default"])
+    assert build_recipe("default") == build_recipe("baseline")  # measured winner on MNIST-5k
 
 
 def test_overrides_keep_types():

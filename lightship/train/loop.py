@@ -22,11 +22,20 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightship.data import Augment, cutmix, load_dataset, mixup
+from lightship.data.augment import make_generator
 from lightship.errors import UserError
 from lightship.methods.supervised import Supervised
 from lightship.models import check_norm, create_model, model_stats
 from lightship.recipe import Recipe, load_saved_recipe
-from lightship.runs import MetricsLog, RunLock, RunPaths, prepare_new_run, write_json
+from lightship.diagnose import verdict
+from lightship.runs import (
+    MetricsLog,
+    RunLock,
+    RunPaths,
+    prepare_new_run,
+    read_metrics,
+    write_json,
+)
 from lightship.train.checkpoint import (
     atomic_write,
     load_state,
@@ -44,13 +53,6 @@ class RunResult:
     run_dir: Path
     summary: dict[str, Any]
     model: nn.Module
-
-
-def batch_generator(seed: int, epoch: int, index: int, stream: int) -> torch.Generator:
-    """A CPU generator for one batch's randomness, independent of every other batch."""
-    g = torch.Generator()
-    g.manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + index) * 8 + stream)
-    return g
 
 
 def resolve_augment(recipe: Recipe, input_size: int, hflip_ok: bool) -> Augment:
@@ -110,6 +112,9 @@ def _default_name(recipe: Recipe) -> str:
     data = Path(recipe.data.name).name or "data"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{recipe.model.name.replace(':', '-')}_{data}_{stamp}"
+
+
+MIX_STREAM = 1  # generator stream of mixup/cutmix draws (data order and augmentation use others)
 
 
 class _Nonfinite(Exception):
@@ -220,7 +225,7 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, prec: Precisio
                     t.batch_size, epoch, t.seed, augment, channels_last=prec.channels_last)):
                 target: Tensor = y
                 if mixing:
-                    g = batch_generator(t.seed, epoch, i, stream=1)
+                    g = make_generator(t.seed, epoch, i, MIX_STREAM)
                     pick = int(torch.randint(len(mixing_alphas), (1,), generator=g))
                     fn, alpha = mixing_alphas[pick]
                     x, target = fn(x, y, info.num_classes, alpha, g)
@@ -317,9 +322,21 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, prec: Precisio
     }
     if epoch >= t.epochs:
         save_weights(paths.weights, final_model, model_metadata(recipe, info))
+    judged = run_verdict(paths, recipe)
+    summary["verdict"] = judged.label
+    summary["verdict_line"] = judged.one_line()
     write_json(paths.summary, summary)
     show.summary(summary, paths.root)
     return RunResult(run_dir=paths.root, summary=summary, model=final_model)
+
+
+def run_verdict(paths: RunPaths, recipe: Recipe, reference: list[dict] | None = None):
+    """The convergence verdict of a run folder, with the recipe's schedule facts."""
+    return verdict(read_metrics(paths.metrics), schedule=recipe.schedule.name,
+                   warmup_epochs=recipe.schedule.warmup_epochs, total_epochs=recipe.train.epochs,
+                   mix_off_epochs=recipe.augment.mix_off_epochs if (
+                       recipe.augment.mixup_alpha or recipe.augment.cutmix_alpha) else 0,
+                   reference=reference)
 
 
 def _checkpoint(paths: RunPaths, recipe: Recipe, info, model: nn.Module, ema, optimizer,

@@ -85,3 +85,4 @@ class Progress:
               f"(best {summary['best_top1']:.2f}% at epoch {summary['best_epoch']}), "
               f"train loss {summary['train_loss']:.4f}, {_fmt_time(summary['wall_time_s'])}; "
               f"run folder: {run_dir}", flush=True)
+        print(f"verdict: {summary['verdict_line']}", flush=True)

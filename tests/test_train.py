@@ -1,0 +1,121 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from lightship.errors import UserError
+from lightship.methods.supervised import Supervised
+from lightship.recipe import build_recipe
+from lightship.train.loop import train
+from tests.conftest import tiny_recipe
+
+
+def test_label_smoothing_matches_formula():
+    torch.manual_seed(0)
+    logits, y, eps = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0]), 0.1
+    loss, terms, _ = Supervised(eps).loss(lambda x: x, logits, y)
+    logp = torch.log_softmax(logits, 1)
+    expected = ((1 - eps) * -logp[torch.arange(6), y] - eps * logp.mean(1)).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    soft = F.one_hot(y, 5).float()
+    loss_soft, _, _ = Supervised(eps).loss(lambda x: x, logits, soft)
+    assert loss_soft.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_run_folder_layout_and_records(tmp_path):
+    res = train(tiny_recipe(tmp_path), progress=False, quiet=True)
+    run = res.run_dir
+    for name in ("recipe.yaml", "metrics.jsonl", "summary.json", "weights.safetensors",
+                 "checkpoints/last.json"):
+        assert (run / name).exists(), name
+    assert not (run / ".lock").exists()
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if r["kind"] == "step"]
+    evals = [r for r in recs if r["kind"] == "eval"]
+    assert len(steps) == 3 * (96 // 16) and len(evals) == 3
+    assert [r["step"] for r in steps] == list(range(1, 19))
+    for key in ("loss", "lr", "grad_norm", "ips"):
+        assert all(isinstance(r[key], float) for r in steps)
+    for key in ("test_top1", "test_top5", "test_loss", "train_loss"):
+        assert key in evals[-1]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs"] == 3
+    assert summary["test_top1"] == evals[-1]["test_top1"]
+    assert build_recipe(str(run / "recipe.yaml")) == tiny_recipe(tmp_path)
+
+
+def test_same_seed_same_numbers_and_other_seed_differs(tmp_path):
+    a = train(tiny_recipe(tmp_path / "a"), progress=False, quiet=True)
+    b = train(tiny_recipe(tmp_path / "b"), progress=False, quiet=True)
+    c = train(tiny_recipe(tmp_path / "c", "train.seed=1"), progress=False, quiet=True)
+
+    def losses(r):
+        return [json.loads(x)["loss"] for x in (r.run_dir / "metrics.jsonl").read_text()
+                .splitlines() if json.loads(x)["kind"] == "step"]
+
+    assert losses(a) == losses(b)
+    assert losses(a) != losses(c)
+    wa, wb = load_file(a.run_dir / "weights.safetensors"), load_file(b.run_dir / "weights.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("extra", [[], ["train.ema=0.9", "augment.cutmix_alpha=1.0",
+                                        "augment.cutout=2", "optim.name=adamw", "optim.lr=0.01"]])
+def test_resume_gives_identical_final_weights(tmp_path, extra):
+    full = train(tiny_recipe(tmp_path / "full", *extra), progress=False, quiet=True)
+    part = train(tiny_recipe(tmp_path / "part", *extra), progress=False, quiet=True,
+                 stop_after_epochs=2)
+    assert part.summary["status"] == "stopped"
+    assert not (part.run_dir / "weights.safetensors").exists()
+    resumed = train(resume=part.run_dir, progress=False, quiet=True)
+    wa = load_file(full.run_dir / "weights.safetensors")
+    wb = load_file(resumed.run_dir / "weights.safetensors")
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    def steps(r):
+        return [json.loads(x) for x in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    la = [r["loss"] for r in steps(full) if r["kind"] == "step"]
+    lb = [r["loss"] for r in steps(resumed) if r["kind"] == "step"]
+    assert la == lb
+
+
+def test_existing_run_is_never_overwritten_without_flag(tmp_path):
+    first = train(tiny_recipe(tmp_path), progress=False, quiet=True)
+    before = {p: p.read_bytes() for p in first.run_dir.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="already exists"):
+        train(tiny_recipe(tmp_path), progress=False, quiet=True)
+    assert before == {p: p.read_bytes() for p in first.run_dir.rglob("*") if p.is_file()}
+    again = train(tiny_recipe(tmp_path), progress=False, quiet=True, overwrite=True)
+    assert again.summary["status"] == "finished"
+
+
+def test_mnist5k_subset_learns_well_above_chance(tmp_path):
+    r = build_recipe("baseline", ["data.name=mnist5k", "data.fraction=0.2", "model.name=cnn",
+                                  "train.epochs=5", "train.batch_size=32",
+                                f"run.dir={tmp_path}", "run.name=m"])
+    res = train(r, progress=False, quiet=True)
+    assert res.summary["test_top1"] > 60.0  # chance is 10 %
+
+
+def test_nonfinite_loss_stops_with_clear_message(tmp_path):
+    recipe = tiny_recipe(tmp_path, "optim.lr=1e30", "optim.lr_scaling=false",
+                         "schedule.warmup_epochs=0", "model.norm=none")
+    with pytest.raises(UserError, match="loss became (nan|inf)"):
+        train(recipe, progress=False, quiet=True)
+    assert not (tmp_path / "runs" / "t" / ".lock").exists()
+
+
+def test_second_writer_is_refused_by_the_lock(tmp_path):
+    from lightship.runs import RunLock, RunPaths
+
+    first = train(tiny_recipe(tmp_path), progress=False, quiet=True, stop_after_epochs=1)
+    lock = RunLock(RunPaths(first.run_dir))
+    lock.path.write_text("1")  # pid 1 is alive: another process holds the folder
+    with pytest.raises(UserError, match="in use by process 1"):
+        train(resume=first.run_dir, progress=False, quiet=True)
+    lock.path.write_text("999999999")  # a stale lock of a dead process is taken over
+    assert train(resume=first.run_dir, progress=False, quiet=True).summary["status"] == "finished"
