@@ -10,7 +10,8 @@ import pytest
 
 from lightship.cli import main
 
-TINY = ["--recipe", "baseline", "--model", "cnn4", "--epochs", "1", "--batch-size", "8", "--no-progress"]
+TINY = ["--recipe", "baseline", "--model", "cnn4", "--epochs", "1", "--batch-size", "8",
+        "--no-progress"]
 
 
 def _snapshot(root):
@@ -28,7 +29,8 @@ def earlier_run(tmp_path):
 def _npz(path, **over):
     rng = np.random.default_rng(0)
     arrays = {"x_train": rng.integers(0, 255, (30, 8, 8), dtype=np.uint8),
-              "y_train": np.arange(30) % 3, "x_test": rng.integers(0, 255, (9, 8, 8), dtype=np.uint8),
+              "y_train": np.arange(30) % 3,
+              "x_test": rng.integers(0, 255, (9, 8, 8), dtype=np.uint8),
               "y_test": np.arange(9) % 3}
     arrays.update(over)
     np.savez(path, **arrays)

@@ -57,7 +57,8 @@ def test_same_seed_same_numbers_and_other_seed_differs(tmp_path):
 
     assert losses(a) == losses(b)
     assert losses(a) != losses(c)
-    wa, wb = load_file(a.run_dir / "weights.safetensors"), load_file(b.run_dir / "weights.safetensors")
+    wa = load_file(a.run_dir / "weights.safetensors")
+    wb = load_file(b.run_dir / "weights.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 

@@ -23,11 +23,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightship.data import Augment, cutmix, load_dataset, mixup
 from lightship.data.augment import make_generator
+from lightship.diagnose import verdict
 from lightship.errors import UserError
 from lightship.methods.supervised import Supervised
 from lightship.models import check_norm, create_model, model_stats
 from lightship.recipe import Recipe, load_saved_recipe
-from lightship.diagnose import verdict
 from lightship.runs import (
     MetricsLog,
     RunLock,
