@@ -115,6 +115,25 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from lightship.diagnose import load_records
+    from lightship.recipe import load_saved_recipe
+    from lightship.runs import RunPaths
+    from lightship.train.loop import run_verdict
+
+    reference = load_records(Path(args.reference)) if args.reference else None
+    for run in args.runs:
+        paths = RunPaths(Path(run))
+        load_records(paths.root)  # a clear message for a folder that is not a run
+        v = run_verdict(paths, load_saved_recipe(paths.recipe), reference=reference)
+        print(f"{run}: {v.one_line()}")
+        for reason in v.reasons:
+            print(f"  - {reason}")
+        if v.suggestion:
+            print(f"  suggestion: {v.suggestion}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     from lightship import __version__
 
@@ -133,6 +152,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("diagnose", help="convergence verdict of run folders, with reasons")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--reference", metavar="RUN_DIR",
+                   help="a heavier net's run on the same data, to compare loss floors")
+    p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("models", help="list models with parameters and MACs")
     p.add_argument("--data", default="mnist5k", help="dataset that sets input size and classes")

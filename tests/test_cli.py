@@ -148,3 +148,16 @@ def test_gz_idx_is_read(tmp_path):
         idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 8, 8)), 2051)
         idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 4, 2049)
     assert main(["train", "--data", str(tmp_path), *TINY, "--out", str(tmp_path / "runs")]) == 0
+
+
+def test_diagnose_prints_a_verdict_and_rejects_non_runs(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--data", "synthetic:n=48,classes=3,size=8,channels=1", *TINY,
+                 "--epochs", "4", "--out", str(out), "--name", "r"]) == 0
+    assert "verdict: " in capsys.readouterr().out
+    assert main(["diagnose", str(out / "r"), "--reference", str(out / "r")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{out / 'r'}: ") and "  - " in printed
+    assert main(["diagnose", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightship.data import Augment, cutmix, load_dataset, mixup
 from lightship.data.augment import make_generator
-from lightship.diagnose import verdict
+from lightship.diagnose import load_records, verdict
 from lightship.errors import UserError
 from lightship.methods.supervised import Supervised
 from lightship.models import check_norm, create_model, model_stats
@@ -33,7 +33,6 @@ from lightship.runs import (
     RunLock,
     RunPaths,
     prepare_new_run,
-    read_metrics,
     write_json,
 )
 from lightship.train.checkpoint import (
@@ -332,7 +331,7 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, prec: Precisio
 
 def run_verdict(paths: RunPaths, recipe: Recipe, reference: list[dict] | None = None):
     """The convergence verdict of a run folder, with the recipe's schedule facts."""
-    return verdict(read_metrics(paths.metrics), schedule=recipe.schedule.name,
+    return verdict(load_records(paths.root), schedule=recipe.schedule.name,
                    warmup_epochs=recipe.schedule.warmup_epochs, total_epochs=recipe.train.epochs,
                    mix_off_epochs=recipe.augment.mix_off_epochs if (
                        recipe.augment.mixup_alpha or recipe.augment.cutmix_alpha) else 0,

@@ -63,7 +63,8 @@ class Progress:
         line = (f"epoch {epoch}/{self.total_epochs}  train loss {rec['train_loss']:.4f}  {acc}  "
                 f"{rec['ips']:.0f} img/s  lr {rec['lr']:.4g}")
         if self._bar is not None:
-            self._bar.update(self._task, info=f"ep {epoch} loss {rec['train_loss']:.4f} {acc}")
+            self._bar.update(self._task, info=f"ep {epoch} loss {rec['train_loss']:.4f} {acc} "
+                                              f"{rec['ips']:.0f} img/s")
             self._bar.console.print(line)
         elif not self.quiet:
             done = epoch - self._start_epoch
