@@ -67,6 +67,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    if args.resume:  # the saved recipe already names the method and teacher
+        return cmd_train(args)
+    teacher = Path(args.teacher)
+    key = "weights" if teacher.suffix == ".safetensors" else "run"
+    args.overrides = [f"method.name={args.method}", f"method.teacher.{key}={teacher}",
+                      *args.overrides]
+    return cmd_train(args)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from lightship.evaluate import evaluate_target
 
@@ -145,6 +155,14 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a recipe into a run folder")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("distill", help="train a light student with knowledge from a teacher")
+    _add_train_args(p)
+    p.add_argument("--teacher", required=True,
+                   help="teacher: a lightship run folder or a lightship .safetensors file")
+    p.add_argument("--method", default="kd",
+                   help="kd, hint, at, dkd, or a '+'-joined combination (default kd)")
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("eval", help="evaluate a run folder or a weights file on a test split")
     p.add_argument("target", help="run folder or .safetensors weights file")

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lightship.errors import UserError, closest
 
@@ -104,8 +111,51 @@ class ScheduleCfg(_Section):
     """Final lr of `cosine` and `linear`, as a fraction of the peak lr."""
 
 
+class TeacherCfg(_Section):
+    run: str | None = None
+    """A lightship run folder whose final weights teach (its recipe gives the architecture)."""
+    weights: str | None = None
+    """A lightship .safetensors weights file (its metadata gives the architecture)."""
+    train_bn: bool = False
+    """Keep the teacher's BatchNorm in train mode (batch statistics); default eval mode."""
+
+
+METHOD_TERMS = ("kd", "hint", "at", "dkd")
+
+
 class MethodCfg(_Section):
-    name: Literal["supervised"] = "supervised"
+    name: str = "supervised"
+    """`supervised`, or knowledge-transfer terms joined by '+': kd, hint, at, dkd (e.g. kd+at)."""
+    alpha: float = Field(0.9, ge=0, le=1)
+    """`kd`: loss = (1 − α)·CE + α·KD (α on KD; RepDistiller's defaults -r 0.1 -a 0.9)."""
+    T: float = Field(4.0, gt=0)
+    """Softmax temperature of `kd` and `dkd` (Hinton et al. 2015; 4 in RepDistiller/DKD)."""
+    hint_weight: float = Field(1.0, ge=0)
+    hint_reduction: Literal["sum", "mean"] = "sum"
+    at_beta: float = Field(1000.0, ge=0)
+    """`at`: β of attention transfer (Zagoruyko & Komodakis 2017 use 1e3)."""
+    at_pairs: list[tuple[str, str]] | None = None
+    """(student module, teacher module) pairs; None = stages named alike in both (layer1..)."""
+    dkd_alpha: float = Field(1.0, ge=0)
+    dkd_beta: float = Field(8.0, ge=0)
+    dkd_warmup: int = Field(20, ge=0)
+    """Epochs of linear warm-up of the DKD weight (Zhao et al. 2022)."""
+    teacher: TeacherCfg = TeacherCfg()
+
+    @field_validator("name")
+    @classmethod
+    def _known_terms(cls, name: str) -> str:
+        if name == "supervised":
+            return name
+        for term in name.split("+"):
+            if term not in METHOD_TERMS:
+                raise ValueError(f"method '{term}' is unknown{closest(term, METHOD_TERMS)}; "
+                                 f"use supervised or a '+'-joined set of {', '.join(METHOD_TERMS)}")
+        return name
+
+    @property
+    def terms(self) -> list[str]:
+        return [] if self.name == "supervised" else self.name.split("+")
 
 
 class TrainCfg(_Section):

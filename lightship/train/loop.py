@@ -158,6 +158,11 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
     model = model.to(device, memory_format=prec.memory_format)
     data.to(device)
     augment = resolve_augment(recipe, info.input_size, info.hflip_ok)
+    teacher = None
+    if recipe.method.terms:
+        from lightship.methods.distill import load_teacher
+
+        teacher = load_teacher(recipe.method, info.num_classes, info.in_chans, info.input_size)
 
     lock = RunLock(paths)
     if resume is None:
@@ -168,17 +173,18 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
     else:
         lock.acquire()
     try:
-        return _run(recipe, paths, data, model, prec, augment, steps_per_epoch, stats,
+        return _run(recipe, paths, data, model, teacher, prec, augment, steps_per_epoch, stats,
                     resume is not None, progress, stop_after_epochs, quiet)
     finally:
         lock.release()
 
 
-def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, prec: Precision,
+def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, teacher: nn.Module | None,
+         prec: Precision,
          augment: Augment, steps_per_epoch: int, stats: dict[str, int], resuming: bool,
          progress: bool | None, stop_after_epochs: int | None, quiet: bool) -> RunResult:
     t, info = recipe.train, data.info
-    objective = Supervised(label_smoothing=t.label_smoothing)
+    objective, teacher_eval = make_objective(recipe, model, teacher, data, prec)
     optimizer = make_optimizer(model, recipe.optim, t.batch_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # SequentialLR's epoch-argument notice
@@ -205,7 +211,8 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, prec: Precisio
     header = {"kind": "start", "step": step, "epoch": epoch, "resumed": resuming,
               "params": stats["params"], "macs": stats["macs"], "device": str(prec.device),
               "precision": prec.name, "channels_last": prec.channels_last, "lr_peak": lr_peak,
-              "steps_per_epoch": steps_per_epoch, "augment": vars(augment)}
+              "steps_per_epoch": steps_per_epoch, "augment": vars(augment),
+              "method": recipe.method.name, **teacher_eval}
     metrics.write([header])
     show = Progress(total_epochs=t.epochs, steps_per_epoch=steps_per_epoch, enabled=progress,
                     quiet=quiet, title=f"{recipe.model.name} on {info.name}")
@@ -217,6 +224,8 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, prec: Precisio
     try:
         while epoch < stop_epoch:
             t0 = time.perf_counter()
+            if hasattr(objective, "set_epoch"):
+                objective.set_epoch(epoch)
             mixing = bool(mixing_alphas) and epoch < t.epochs - recipe.augment.mix_off_epochs
             records, loss_sum, correct, seen = [], 0.0, 0, 0
             tick = time.perf_counter()
@@ -327,6 +336,21 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, prec: Precisio
     write_json(paths.summary, summary)
     show.summary(summary, paths.root)
     return RunResult(run_dir=paths.root, summary=summary, model=final_model)
+
+
+def make_objective(recipe: Recipe, model: nn.Module, teacher: nn.Module | None, data,
+                   prec: Precision):
+    """The method plug-in for this recipe, and the teacher's measured test numbers (if any)."""
+    t = recipe.train
+    if teacher is None:
+        return Supervised(label_smoothing=t.label_smoothing), {}
+    from lightship.methods.distill import Distill
+
+    teacher = teacher.to(prec.device, memory_format=prec.memory_format)
+    measured = evaluate(teacher, data, prec)
+    teacher.train(recipe.method.teacher.train_bn)
+    return (Distill(recipe.method, model, teacher, label_smoothing=t.label_smoothing),
+            {f"teacher_{k}": v for k, v in measured.items()})
 
 
 def run_verdict(paths: RunPaths, recipe: Recipe, reference: list[dict] | None = None):

@@ -1,0 +1,137 @@
+"""Knowledge transfer from a frozen teacher: the `kd`, `hint`, `at`, `dkd` terms, combinable.
+
+The teacher sees the *same augmented batch* as the student (consistent views; Beyer et al. 2022,
+"Knowledge distillation: a good teacher is patient and consistent"), runs in inference mode with
+eval-mode BatchNorm (option ``train_bn``), and never receives gradients. Intermediate features come
+from forward hooks (:class:`lightship.models.Taps`), so any registry, timm or torchvision model can
+teach without being edited.
+
+Objective (terms joined by '+' in ``method.name``)::
+
+    loss = w_ce·CE(s, y) + α·KD(s, t) [kd] + hint_weight·HINT(s, t) [hint]
+           + at_beta·AT(feats_s, feats_t) [at] + warmup(epoch)·DKD(s, t, y) [dkd]
+
+with ``w_ce = 1 − α`` when `kd` is on (Hinton's α on KD), else 1. Formulas and defaults of each
+term are in :mod:`lightship.methods.kd` and :mod:`lightship.methods.attention`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightship.errors import UserError
+from lightship.methods.attention import at_loss
+from lightship.methods.kd import dkd_loss, dkd_warmup, hint_loss, kd_loss
+from lightship.models import Taps, create_model
+from lightship.recipe import MethodCfg, load_saved_recipe
+from lightship.train.checkpoint import load_weights, read_weights
+
+
+def load_teacher(cfg: MethodCfg, num_classes: int, in_chans: int, input_size: int) -> nn.Module:
+    """Build the frozen teacher from a run folder or a lightship weights file; check it fits."""
+    t = cfg.teacher
+    if (t.run is None) == (t.weights is None):
+        raise UserError("a knowledge-transfer method needs exactly one teacher: set "
+                        "method.teacher.run=RUN_DIR or method.teacher.weights=FILE.safetensors")
+    if t.run is not None:
+        run = Path(t.run)
+        if not (run / "recipe.yaml").exists():
+            raise UserError(f"method.teacher.run {run} is not a lightship run folder")
+        weights = run / "weights.safetensors"
+        if not weights.exists():
+            raise UserError(f"teacher run {run} has no weights.safetensors (not finished); "
+                            "finish it with lightship train --resume")
+        options = load_saved_recipe(run / "recipe.yaml").model.model_dump()
+    else:
+        weights = Path(t.weights)
+        _, meta = read_weights(weights)
+        if meta.get("format") != "lightship-weights-1":
+            raise UserError(f"teacher weights {weights} carry no lightship metadata; use the run "
+                            "folder it came from (method.teacher.run)")
+        options = dict(meta["model_options"])
+    _, meta = read_weights(weights)
+    if meta.get("num_classes") not in (None, num_classes):
+        raise UserError(f"teacher predicts {meta['num_classes']} classes but the data has "
+                        f"{num_classes}; use a teacher trained on this dataset")
+    if meta.get("in_chans") not in (None, in_chans) or meta.get("input_size") not in (
+            None, input_size):
+        raise UserError(f"teacher expects {meta.get('in_chans')}×{meta.get('input_size')}² inputs "
+                        f"but the data gives {in_chans}×{input_size}²; use a teacher trained at "
+                        "this input shape")
+    name = options.pop("name")
+    teacher = create_model(name, num_classes, in_chans, input_size, **options)
+    load_weights(teacher, weights)
+    teacher.requires_grad_(False)
+    teacher.train(t.train_bn)
+    return teacher
+
+
+def _default_pairs(student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
+    names = [n for n in getattr(student, "stage_names", []) if n.startswith("layer")]
+    shared = [n for n in names if n in getattr(teacher, "stage_names", [])]
+    if not shared:
+        raise UserError("method `at` found no stages named alike in student and teacher; set "
+                        "method.at_pairs=[[student_module, teacher_module], ...]")
+    return [(n, n) for n in shared]
+
+
+class Distill:
+    """The knowledge-transfer objective plug-in (same call as :class:`Supervised`)."""
+
+    def __init__(self, cfg: MethodCfg, student: nn.Module, teacher: nn.Module,
+                 label_smoothing: float = 0.0) -> None:
+        self.cfg, self.teacher = cfg, teacher
+        self.terms = cfg.terms
+        self.name = cfg.name
+        self.label_smoothing = label_smoothing
+        self.epoch = 0
+        self.student_taps = self.teacher_taps = None
+        if "at" in self.terms:
+            pairs = cfg.at_pairs or _default_pairs(student, teacher)
+            self.student_taps = Taps(student, [s for s, _ in pairs])
+            self.teacher_taps = Taps(teacher, [t for _, t in pairs])
+            self.pairs = pairs
+
+    def trainable(self) -> dict[str, nn.Module]:
+        return {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def loss(self, model: nn.Module, x: Tensor, target: Tensor
+             ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        cfg = self.cfg
+        with torch.inference_mode():
+            t_logits = self.teacher(x)
+        # inference-mode tensors cannot join autograd; clone into ordinary (constant) tensors.
+        t_logits = t_logits.float().clone()
+        s_logits = model(x)
+        hard = target if target.ndim == 1 else target.argmax(1)
+        ce = F.cross_entropy(s_logits.float(), target, label_smoothing=self.label_smoothing)
+        terms: dict[str, Tensor] = {}
+        total = (1 - cfg.alpha) * ce if "kd" in self.terms else ce
+        terms["ce"] = ce.detach()
+        if "kd" in self.terms:
+            kd = kd_loss(s_logits, t_logits, cfg.T)
+            total = total + cfg.alpha * kd
+            terms["kd"] = kd.detach()
+        if "hint" in self.terms:
+            hint = hint_loss(s_logits, t_logits, cfg.hint_reduction)
+            total = total + cfg.hint_weight * hint
+            terms["hint"] = hint.detach()
+        if "at" in self.terms:
+            s_feats = [self.student_taps.features[s] for s, _ in self.pairs]
+            t_feats = [self.teacher_taps.features[t].float().clone() for _, t in self.pairs]
+            at = at_loss(s_feats, t_feats)
+            total = total + cfg.at_beta * at
+            terms["at"] = at.detach()
+        if "dkd" in self.terms:
+            dkd, _ = dkd_loss(s_logits, t_logits, hard, cfg.dkd_alpha, cfg.dkd_beta, cfg.T)
+            ramp = dkd_warmup(self.epoch + 1, cfg.dkd_warmup) if cfg.dkd_warmup else 1.0
+            total = total + ramp * dkd
+            terms["dkd"] = dkd.detach()
+        return total, terms, s_logits

@@ -1,0 +1,77 @@
+"""Each transfer loss against a hand computation on small tensors."""
+
+import math
+
+import pytest
+import torch
+
+from lightship.methods.attention import at_loss, attention_map
+from lightship.methods.kd import dkd_loss, dkd_warmup, hint_loss, kd_loss
+
+S = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+T_ = torch.tensor([[2.0, 1.0, 0.0], [1.0, 0.0, 2.0]])
+
+
+def _softmax(row, T=1.0):
+    e = [math.exp(v / T) for v in row]
+    return [v / sum(e) for v in e]
+
+
+def test_kd_matches_hand_computation():
+    T = 2.0
+    total = 0.0
+    for s, t in zip(S.tolist(), T_.tolist(), strict=True):
+        ps, pt = _softmax(s, T), _softmax(t, T)
+        total += sum(b * math.log(b / a) for a, b in zip(ps, pt, strict=True))
+    expected = total / 2 * T * T
+    assert kd_loss(S, T_, T).item() == pytest.approx(expected, rel=1e-6)
+    assert kd_loss(S, S, T).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_hint_both_reductions():
+    sq = (S - T_).pow(2)
+    assert hint_loss(S, T_, "sum").item() == pytest.approx(sq.sum().item() / 2)
+    assert hint_loss(S, T_, "mean").item() == pytest.approx(sq.mean().item())
+    with pytest.raises(ValueError, match="sum"):
+        hint_loss(S, T_, "max")
+
+
+def test_dkd_parts_match_hand_computation():
+    T, y = 4.0, torch.tensor([0, 2])
+    tckd = nckd = 0.0
+    for s, t, g in zip(S.tolist(), T_.tolist(), y.tolist(), strict=True):
+        ps, pt = _softmax(s, T), _softmax(t, T)
+        bs, bt = [ps[g], 1 - ps[g]], [pt[g], 1 - pt[g]]
+        tckd += sum(b * math.log(b / a) for a, b in zip(bs, bt, strict=True))
+        ns = _softmax([v for k, v in enumerate(s) if k != g], T)
+        nt = _softmax([v for k, v in enumerate(t) if k != g], T)
+        nckd += sum(b * math.log(b / a) for a, b in zip(ns, nt, strict=True))
+    tckd, nckd = tckd / 2 * T * T, nckd / 2 * T * T
+    total, parts = dkd_loss(S, T_, y, alpha=1.0, beta=8.0, T=T)
+    assert parts["tckd"].item() == pytest.approx(tckd, rel=1e-5)
+    assert parts["nckd"].item() == pytest.approx(nckd, rel=1e-5)
+    assert total.item() == pytest.approx(tckd + 8 * nckd, rel=1e-5)
+    assert dkd_loss(S, S, y)[0].item() == pytest.approx(0.0, abs=1e-6)
+    assert [dkd_warmup(e, 20) for e in (0, 10, 20, 40)] == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_attention_map_and_loss_by_hand():
+    a = torch.arange(8.0).reshape(1, 2, 2, 2)
+    q = (a.pow(2).mean(1)).flatten(1)
+    assert torch.allclose(attention_map(a), q / q.norm())
+    b = torch.ones(1, 3, 2, 2)
+    qb = torch.full((1, 4), 0.5)
+    expected = (q / q.norm() - qb).pow(2).mean().item()
+    assert at_loss([a], [b]).item() == pytest.approx(expected, rel=1e-6)
+    big = torch.ones(1, 3, 4, 4)  # pooled to 2×2 before the map: same as b
+    assert at_loss([a, a], [b, big]).item() == pytest.approx(2 * expected, rel=1e-6)
+    assert at_loss([a], [a]).item() == 0.0
+
+
+def test_gradients_reach_the_student_only_and_bf16_gives_float32():
+    s = S.clone().requires_grad_(True)
+    t = T_.clone().requires_grad_(True)
+    (kd_loss(s, t.detach()) + hint_loss(s, t.detach())).backward()
+    assert s.grad.abs().sum() > 0 and t.grad is None
+    assert kd_loss(S.bfloat16(), T_.bfloat16()).dtype == torch.float32
+    assert dkd_loss(S.bfloat16(), T_.bfloat16(), torch.tensor([0, 1]))[0].dtype == torch.float32
