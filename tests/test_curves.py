@@ -363,3 +363,16 @@ def test_resumed_runs_and_sparse_test_evaluations():
     assert v.label == "converged" and v.numbers["n_judged"] == n
     assert v.numbers["gap"] == pytest.approx(0.02)
     json.dumps(v.numbers)  # plain numbers, ready for a report file
+
+
+def test_transfer_runs_are_judged_on_their_ce_term():
+    from lightship.diagnose import verdict as judge
+
+    recs = []
+    for e in range(1, 11):
+        ce = 0.2 + 0.5 * 0.5 ** e
+        recs.append({"kind": "eval", "epoch": e, "step": 10 * e, "train_loss": ce + 0.7,
+                     "train_ce": ce, "test_loss": ce + 0.01, "lr": 0.1 * (11 - e) / 10,
+                     "train_top1": 90.0, "test_top1": 90.0})
+    v = judge(recs, schedule="cosine", total_epochs=10)
+    assert abs(v.numbers["gap"]) < 0.05, v.numbers  # CE vs test loss, not the combined objective

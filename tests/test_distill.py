@@ -37,6 +37,9 @@ def test_distill_each_method_from_the_cli(method, teacher_run, tmp_path, capsys)
     step = next(r for r in recs if r["kind"] == "step")
     for term in ["ce", *method.split("+")]:
         assert term in step and step[term] == step[term]  # logged, finite
+    last_eval = [r for r in recs if r["kind"] == "eval"][-1]
+    ces = [r["ce"] for r in recs if r["kind"] == "step" and r["epoch"] == last_eval["epoch"]]
+    assert last_eval["train_ce"] == pytest.approx(sum(ces) / len(ces))  # the CE part, apart
     after = load_file(teacher_run / "weights.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
 

@@ -162,7 +162,10 @@ def _series(records: Sequence[dict]) -> _Series:
         return np.array([r[key] if _finite(r.get(key)) or isinstance(r.get(key), float)
                          else math.nan for r in evals], dtype=float)
 
-    return _Series(col("epoch"), col("train_loss"), col("test_loss"), col("lr"),
+    # Knowledge-transfer runs log the CE part as train_ce: judge that, so train and test losses
+    # are the same quantity (the combined objective includes KD/hint terms).
+    train_key = "train_ce" if evals and all("train_ce" in r for r in evals) else "train_loss"
+    return _Series(col("epoch"), col(train_key), col("test_loss"), col("lr"),
                    col("train_top1"), col("test_top1"))
 
 

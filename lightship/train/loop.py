@@ -227,7 +227,7 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, teacher: nn.Mo
             if hasattr(objective, "set_epoch"):
                 objective.set_epoch(epoch)
             mixing = bool(mixing_alphas) and epoch < t.epochs - recipe.augment.mix_off_epochs
-            records, loss_sum, correct, seen = [], 0.0, 0, 0
+            records, loss_sum, ce_sum, correct, seen = [], 0.0, 0.0, 0, 0
             tick = time.perf_counter()
             for i, (x, y) in enumerate(data.train_batches(
                     t.batch_size, epoch, t.seed, augment, channels_last=prec.channels_last)):
@@ -275,6 +275,7 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, teacher: nn.Mo
                 records.append(rec)
                 tick = now
                 loss_sum += loss_value
+                ce_sum += float(terms["ce"]) if len(terms) > 1 else loss_value
                 correct += int((logits.detach().argmax(1) == y).sum())
                 seen += n
                 show.step(loss_value)
@@ -290,6 +291,7 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, teacher: nn.Mo
             rec = {"kind": "eval", "step": step, "epoch": epoch,
                    "train_loss": loss_sum / max(len(records), 1),
                    "train_top1": 100.0 * correct / max(seen, 1), **last_eval,
+                   **({"train_ce": ce_sum / max(len(records), 1)} if teacher is not None else {}),
                    "lr": optimizer.param_groups[0]["lr"], "epoch_time": train_time,
                    "ips": seen / max(train_time, 1e-9)}
             metrics.write([rec])
