@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lightship.data import load_dataset
 from lightship.errors import UserError
 from lightship.models import create_model
-from lightship.recipe import load_saved_recipe
+from lightship.recipe import Recipe, load_saved_recipe
 from lightship.runs import RunPaths
 from lightship.train.checkpoint import load_weights, read_weights
 from lightship.train.loop import evaluate
@@ -26,30 +27,47 @@ def _weights_of_run(paths: RunPaths) -> Path:
     raise UserError(f"{paths.root} has no weights yet (no weights.safetensors, no checkpoint)")
 
 
-def evaluate_target(target: Path, data: str | None = None, batch_size: int = 512,
-                    device: str = "auto") -> dict[str, Any]:
-    """Evaluate ``target`` (run folder or .safetensors) on ``data`` (default: its own dataset)."""
+@dataclass
+class ModelSource:
+    """Where a trained model comes from: its architecture options, weights file and metadata."""
+
+    options: dict[str, Any]
+    weights: Path
+    meta: dict[str, Any]
+    recipe: Recipe | None  # set when the source is a run folder
+
+
+def resolve_source(target: Path, role: str = "target") -> ModelSource:
+    """Resolve a run folder or a lightship .safetensors file to a :class:`ModelSource`."""
     if not target.exists():
-        raise UserError(f"{target} does not exist; give a run folder or a .safetensors file")
+        raise UserError(f"{role} {target} does not exist; give a run folder or a .safetensors file")
     if target.is_dir():
         paths = RunPaths(target)
         if not paths.is_run():
-            raise UserError(f"{target} is not a lightship run folder (no recipe.yaml)")
+            raise UserError(f"{role} {target} is not a lightship run folder (no recipe.yaml)")
         recipe = load_saved_recipe(paths.recipe)
         weights = _weights_of_run(paths)
-        options = recipe.model.model_dump()
+        _, meta = read_weights(weights)
+        return ModelSource(recipe.model.model_dump(), weights, meta, recipe)
+    _, meta = read_weights(target)
+    if meta.get("format") != "lightship-weights-1":
+        raise UserError(f"{role} {target} has no lightship metadata (model name, preprocessing); "
+                        "use the run folder it came from instead")
+    return ModelSource(dict(meta["model_options"]), target, meta, None)
+
+
+def evaluate_target(target: Path, data: str | None = None, batch_size: int = 512,
+                    device: str = "auto") -> dict[str, Any]:
+    """Evaluate ``target`` (run folder or .safetensors) on ``data`` (default: its own dataset)."""
+    src = resolve_source(target)
+    weights, options, recipe = src.weights, dict(src.options), src.recipe
+    if recipe is not None:
         data = data or recipe.data.name
         subset = {"fraction": recipe.data.fraction, "max_per_class": recipe.data.max_per_class,
                   "seed": recipe.data.seed, "image_size": recipe.data.image_size}
     else:
-        weights = target
-        _, meta = read_weights(target)
-        if meta.get("format") != "lightship-weights-1":
-            raise UserError(f"{target} has no lightship metadata (model name, preprocessing); "
-                            "evaluate the run folder it came from instead")
-        options = dict(meta["model_options"])
-        data = data or meta["data"]
-        subset = {"image_size": meta.get("input_size")}
+        data = data or src.meta["data"]
+        subset = {"image_size": src.meta.get("input_size")}
     dataset = load_dataset(data, **{k: v for k, v in subset.items() if v is not None})
     info = dataset.info
     name = options.pop("name")

@@ -27,8 +27,8 @@ from lightship.errors import UserError
 from lightship.methods.attention import at_loss
 from lightship.methods.kd import dkd_loss, dkd_warmup, hint_loss, kd_loss
 from lightship.models import Taps, create_model
-from lightship.recipe import MethodCfg, load_saved_recipe
-from lightship.train.checkpoint import load_weights, read_weights
+from lightship.recipe import MethodCfg
+from lightship.train.checkpoint import load_weights
 
 
 def load_teacher(cfg: MethodCfg, num_classes: int, in_chans: int, input_size: int) -> nn.Module:
@@ -37,23 +37,10 @@ def load_teacher(cfg: MethodCfg, num_classes: int, in_chans: int, input_size: in
     if (t.run is None) == (t.weights is None):
         raise UserError("a knowledge-transfer method needs exactly one teacher: set "
                         "method.teacher.run=RUN_DIR or method.teacher.weights=FILE.safetensors")
-    if t.run is not None:
-        run = Path(t.run)
-        if not (run / "recipe.yaml").exists():
-            raise UserError(f"method.teacher.run {run} is not a lightship run folder")
-        weights = run / "weights.safetensors"
-        if not weights.exists():
-            raise UserError(f"teacher run {run} has no weights.safetensors (not finished); "
-                            "finish it with lightship train --resume")
-        options = load_saved_recipe(run / "recipe.yaml").model.model_dump()
-    else:
-        weights = Path(t.weights)
-        _, meta = read_weights(weights)
-        if meta.get("format") != "lightship-weights-1":
-            raise UserError(f"teacher weights {weights} carry no lightship metadata; use the run "
-                            "folder it came from (method.teacher.run)")
-        options = dict(meta["model_options"])
-    _, meta = read_weights(weights)
+    from lightship.evaluate import resolve_source
+
+    src = resolve_source(Path(t.run if t.run is not None else t.weights), role="teacher")
+    options, weights, meta = dict(src.options), src.weights, src.meta
     if meta.get("num_classes") not in (None, num_classes):
         raise UserError(f"teacher predicts {meta['num_classes']} classes but the data has "
                         f"{num_classes}; use a teacher trained on this dataset")
