@@ -70,10 +70,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     if args.resume:  # the saved recipe already names the method and teacher
         return cmd_train(args)
-    teacher = Path(args.teacher)
-    key = "weights" if teacher.suffix == ".safetensors" else "run"
-    args.overrides = [f"method.name={args.method}", f"method.teacher.{key}={teacher}",
-                      *args.overrides]
+    extra = [f"method.name={args.method}"]
+    if args.teacher:
+        teacher = Path(args.teacher)
+        key = "weights" if teacher.suffix == ".safetensors" else "run"
+        extra.append(f"method.teacher.{key}={teacher}")
+    if args.booster:
+        extra.append(f"method.booster={args.booster}")
+    args.overrides = [*extra, *args.overrides]
     return cmd_train(args)
 
 
@@ -158,10 +162,14 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("distill", help="train a light student with knowledge from a teacher")
     _add_train_args(p)
-    p.add_argument("--teacher", required=True,
-                   help="teacher: a lightship run folder or a lightship .safetensors file")
+    p.add_argument("--teacher",
+                   help="teacher: a lightship run folder or a lightship .safetensors file "
+                   "(needed by kd, hint, at, dkd, adversarial)")
     p.add_argument("--method", default="kd",
-                   help="kd, hint, at, dkd, or a '+'-joined combination (default kd)")
+                   help="kd, hint, at, dkd, dml, rocket, adversarial, or a '+'-joined "
+                   "combination such as rocket+kd (default kd)")
+    p.add_argument("--booster", help="rocket: the booster net (sets method.booster), e.g. "
+                   "resnet56 for a resnet20 student")
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("eval", help="evaluate a run folder or a weights file on a test split")

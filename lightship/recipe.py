@@ -120,12 +120,14 @@ class TeacherCfg(_Section):
     """Keep the teacher's BatchNorm in train mode (batch statistics); default eval mode."""
 
 
-METHOD_TERMS = ("kd", "hint", "at", "dkd")
+METHOD_TERMS = ("kd", "hint", "at", "dkd", "dml", "rocket", "adversarial")
+TEACHER_TERMS = ("kd", "hint", "at", "dkd", "adversarial")
+"""Terms that learn from a frozen teacher; `dml` (peers) and `rocket` (booster) need none."""
 
 
 class MethodCfg(_Section):
     name: str = "supervised"
-    """`supervised`, or knowledge-transfer terms joined by '+': kd, hint, at, dkd (e.g. kd+at)."""
+    """`supervised`, or terms joined by '+': kd, hint, at, dkd, dml, rocket, adversarial."""
     alpha: float = Field(0.9, ge=0, le=1)
     """`kd`: loss = (1 − α)·CE + α·KD (α on KD; RepDistiller's defaults -r 0.1 -a 0.9)."""
     T: float = Field(4.0, gt=0)
@@ -140,6 +142,38 @@ class MethodCfg(_Section):
     dkd_beta: float = Field(8.0, ge=0)
     dkd_warmup: int = Field(20, ge=0)
     """Epochs of linear warm-up of the DKD weight (Zhao et al. 2022)."""
+    peers: int = Field(1, ge=1)
+    """`dml`: trainable peers besides the student (Zhang et al. 2018 use 1 to 4)."""
+    peer_model: str | None = None
+    """`dml`: the peers' architecture; None = the student's."""
+    dml_T: float = Field(1.0, gt=0)
+    """`dml`: softmax temperature of the mutual KL terms (1 in the paper)."""
+    booster: str | None = None
+    """`rocket`: the booster net, a deeper net of the student's family (resnet20 → resnet56,
+    wrn-16-1 → wrn-40-1)."""
+    share: Literal["bottom", "interval"] = "bottom"
+    """`rocket` layer sharing: bottom = stem and the student's first stage; interval = the first
+    block of every stage."""
+    share_bn: bool = False
+    """`rocket`: share the norm layers of shared blocks too (default: conv weights only)."""
+    gradient_block: bool = True
+    """`rocket`: the hint does not update the booster's own parameters (booster logits detached);
+    False = `none`, the hint pulls both nets."""
+    rocket_lambda: float = Field(1.0, ge=0)
+    """`rocket`: λ of the logit hint λ·‖z_light − z_booster‖² (sum over classes, batch mean)."""
+    adv_pairs: list[tuple[str, str]] | None = None
+    """`adversarial`: (student module, teacher module) feature pairs; None = the last stage the two
+    nets name alike."""
+    adv_loss: Literal["wgan", "hinge", "bce"] = "wgan"
+    """`adversarial`: Wasserstein with weight clipping (Arjovsky et al. 2017), hinge, or BCE."""
+    adv_weight: float = Field(0.1, ge=0)
+    """`adversarial`: weight of the student's adversarial term."""
+    adv_lr: float = Field(1e-4, gt=0)
+    """`adversarial`: the discriminators' own LR (RMSprop for wgan, Adam otherwise)."""
+    adv_clip: float = Field(0.01, gt=0)
+    """`adversarial` wgan: discriminator weights clipped to [−c, c] after every update."""
+    adv_cos: float = Field(0.0, ge=0)
+    """`adversarial`: weight of an extra 1 − cos(student, teacher) feature term; 0 = off."""
     teacher: TeacherCfg = TeacherCfg()
 
     @field_validator("name")
@@ -153,9 +187,20 @@ class MethodCfg(_Section):
                                  f"use supervised or a '+'-joined set of {', '.join(METHOD_TERMS)}")
         return name
 
+    @model_validator(mode="after")
+    def _partners(self) -> MethodCfg:
+        if "rocket" in self.terms and not self.booster:
+            raise ValueError("method rocket needs a booster net of the student's family: set "
+                             "method.booster (e.g. resnet56 for a resnet20 student)")
+        return self
+
     @property
     def terms(self) -> list[str]:
         return [] if self.name == "supervised" else self.name.split("+")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(term in TEACHER_TERMS for term in self.terms)
 
 
 class TrainCfg(_Section):

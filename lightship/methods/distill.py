@@ -6,10 +6,15 @@ eval-mode BatchNorm (option ``train_bn``), and never receives gradients. Interme
 from forward hooks (:class:`lightship.models.Taps`), so any registry, timm or torchvision model can
 teach without being edited.
 
+Trainable partners come from their own files: :mod:`lightship.methods.rocket` (booster),
+:mod:`lightship.methods.mutual` (peers), :mod:`lightship.methods.adversarial` (discriminators).
+
 Objective (terms joined by '+' in ``method.name``)::
 
     loss = w_ce·CE(s, y) + α·KD(s, t) [kd] + hint_weight·HINT(s, t) [hint]
            + at_beta·AT(feats_s, feats_t) [at] + warmup(epoch)·DKD(s, t, y) [dkd]
+           + CE(booster) + λ·‖s − sg(booster)‖² [rocket] + Σ peers' and student's mutual KL [dml]
+           + adv_weight·ADV(D(adapter(feats_s))) + adv_cos·(1 − cos) [adversarial]
 
 with ``w_ce = 1 − α`` when `kd` is on (Hinton's α on KD), else 1. Formulas and defaults of each
 term are in :mod:`lightship.methods.kd` and :mod:`lightship.methods.attention`.
@@ -35,8 +40,9 @@ def load_teacher(cfg: MethodCfg, num_classes: int, in_chans: int, input_size: in
     """Build the frozen teacher from a run folder or a lightship weights file; check it fits."""
     t = cfg.teacher
     if (t.run is None) == (t.weights is None):
-        raise UserError("a knowledge-transfer method needs exactly one teacher: set "
-                        "method.teacher.run=RUN_DIR or method.teacher.weights=FILE.safetensors")
+        raise UserError(f"method {cfg.name} needs exactly one teacher: give --teacher RUN_DIR "
+                        "(or set method.teacher.run=RUN_DIR or "
+                        "method.teacher.weights=FILE.safetensors)")
     from lightship.evaluate import resolve_source
 
     src = resolve_source(Path(t.run if t.run is not None else t.weights), role="teacher")
@@ -66,25 +72,106 @@ def _default_pairs(student: nn.Module, teacher: nn.Module) -> list[tuple[str, st
     return [(n, n) for n in shared]
 
 
-class Distill:
-    """The knowledge-transfer objective plug-in (same call as :class:`Supervised`)."""
+def _feature_channels(net: nn.Module, names: list[str], in_chans: int, size: int,
+                      device: torch.device) -> list[int]:
+    """Channel counts of the named modules' outputs, from one dry forward of a blank batch."""
+    was_training = net.training
+    net.eval()
+    with Taps(net, names) as taps, torch.no_grad():
+        net(torch.zeros(2, in_chans, size, size, device=device))
+        channels = [taps.features[n].shape[1] for n in names]
+    net.train(was_training)
+    return channels
 
-    def __init__(self, cfg: MethodCfg, student: nn.Module, teacher: nn.Module,
-                 label_smoothing: float = 0.0) -> None:
+
+def _last_shared_stage(student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
+    return _default_pairs(student, teacher)[-1:]
+
+
+class Distill:
+    """The knowledge-transfer objective plug-in (same call as :class:`Supervised`).
+
+    Composes the frozen-teacher terms with the trainable partners: a booster (`rocket`), peers
+    (`dml`) and discriminators (`adversarial`). The loop steps ``trainable()`` with the student's
+    optimizer and ``side_optimizer`` (the discriminators') right after it.
+    """
+
+    def __init__(self, cfg: MethodCfg, student: nn.Module, teacher: nn.Module | None,
+                 label_smoothing: float = 0.0, booster: nn.Module | None = None,
+                 peers: list[nn.Module] | None = None, input_shape: tuple[int, int] = (3, 32),
+                 student_name: str = "student") -> None:
         self.cfg, self.teacher = cfg, teacher
         self.terms = cfg.terms
         self.name = cfg.name
         self.label_smoothing = label_smoothing
         self.epoch = 0
         self.student_taps = self.teacher_taps = None
+        self.rocket = self.mutual = self.adversarial = None
+        self.side_optimizer = None
+        if cfg.needs_teacher and teacher is None:
+            raise UserError(f"method {cfg.name} learns from a teacher: give --teacher RUN_DIR "
+                            "(or method.teacher.run / method.teacher.weights)")
         if "at" in self.terms:
             pairs = cfg.at_pairs or _default_pairs(student, teacher)
             self.student_taps = Taps(student, [s for s, _ in pairs])
             self.teacher_taps = Taps(teacher, [t for _, t in pairs])
             self.pairs = pairs
+        if "rocket" in self.terms:
+            from lightship.methods.rocket import Rocket
+
+            self.rocket = Rocket(student, booster, cfg.share, cfg.share_bn, cfg.rocket_lambda,
+                                 cfg.gradient_block, label_smoothing, student_name, cfg.booster)
+        if "dml" in self.terms:
+            from lightship.methods.mutual import Mutual
+
+            self.mutual = Mutual(peers or [], cfg.dml_T, label_smoothing)
+        if "adversarial" in self.terms:
+            from lightship.methods.adversarial import Adversarial
+
+            pairs = cfg.adv_pairs or _last_shared_stage(student, teacher)
+            self.adv_pairs = pairs
+            self.adv_student_taps = Taps(student, [s for s, _ in pairs])
+            self.adv_teacher_taps = Taps(teacher, [t for _, t in pairs])
+            device = next(student.parameters()).device
+            cs = _feature_channels(student, [s for s, _ in pairs], *input_shape, device)
+            ct = _feature_channels(teacher, [t for _, t in pairs], *input_shape, device)
+            self.adversarial = Adversarial(cs, ct, cfg.adv_loss, cfg.adv_lr, cfg.adv_clip)
+            self.adversarial.adapters.to(device)
+            self.adversarial.critics.to(device)
+            self.side_optimizer = self.adversarial.optimizer
 
     def trainable(self) -> dict[str, nn.Module]:
-        return {}
+        """Partners stepped by the student's optimizer (booster, peers, feature adapters)."""
+        out: dict[str, nn.Module] = {}
+        if self.rocket is not None:
+            out["booster"] = self.rocket.booster
+        if self.mutual is not None:
+            out["peers"] = self.mutual.peers
+        if self.adversarial is not None:
+            out["adapters"] = self.adversarial.adapters
+        return out
+
+    def partners(self) -> dict[str, nn.Module]:
+        """Every module whose weights a checkpoint must keep besides the student."""
+        out = self.trainable()
+        if self.adversarial is not None:
+            out["critics"] = self.adversarial.critics
+        return out
+
+    def evaluated(self) -> dict[str, nn.Module]:
+        """Partners whose test accuracy is logged at every evaluation."""
+        out = {}
+        if self.rocket is not None:
+            out["booster"] = self.rocket.booster
+        if self.mutual is not None:
+            out["peer"] = self.mutual.peers[0]
+        return out
+
+    def side_loss(self) -> Tensor:
+        return self.adversarial.side_loss()
+
+    def after_side_step(self) -> None:
+        self.adversarial.after_side_step()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -92,10 +179,12 @@ class Distill:
     def loss(self, model: nn.Module, x: Tensor, target: Tensor
              ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         cfg = self.cfg
-        with torch.inference_mode():
-            t_logits = self.teacher(x)
-        # inference-mode tensors cannot join autograd; clone into ordinary (constant) tensors.
-        t_logits = t_logits.float().clone()
+        t_logits = None
+        if self.teacher is not None:
+            with torch.inference_mode():
+                t_logits = self.teacher(x)
+            # inference-mode tensors cannot join autograd; clone into ordinary (constant) tensors.
+            t_logits = t_logits.float().clone()
         s_logits = model(x)
         hard = target if target.ndim == 1 else target.argmax(1)
         ce = F.cross_entropy(s_logits.float(), target, label_smoothing=self.label_smoothing)
@@ -121,4 +210,22 @@ class Distill:
             ramp = dkd_warmup(self.epoch + 1, cfg.dkd_warmup) if cfg.dkd_warmup else 1.0
             total = total + ramp * dkd
             terms["dkd"] = dkd.detach()
+        if self.rocket is not None:
+            extra, logged = self.rocket.terms(s_logits, x, target)
+            total = total + extra
+            terms.update(logged)
+        if self.mutual is not None:
+            kl, peers_total, logged = self.mutual.terms(s_logits, x, target)
+            total = total + kl + peers_total
+            terms.update(logged)
+        if self.adversarial is not None:
+            s_feats = [self.adv_student_taps.features[s] for s, _ in self.adv_pairs]
+            t_feats = [self.adv_teacher_taps.features[t].float().clone()
+                       for _, t in self.adv_pairs]
+            adv, cos = self.adversarial.terms(s_feats, t_feats)
+            total = total + cfg.adv_weight * adv
+            terms["adversarial"] = adv.detach()
+            if cfg.adv_cos:
+                total = total + cfg.adv_cos * cos
+                terms["cos"] = cos.detach()
         return total, terms, s_logits

@@ -159,10 +159,15 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
     data.to(device)
     augment = resolve_augment(recipe, info.input_size, info.hflip_ok)
     teacher = None
-    if recipe.method.terms:
+    method = recipe.method
+    if method.needs_teacher:
         from lightship.methods.distill import load_teacher
 
-        teacher = load_teacher(recipe.method, info.num_classes, info.in_chans, info.input_size)
+        teacher = load_teacher(method, info.num_classes, info.in_chans, info.input_size)
+    elif method.teacher.run or method.teacher.weights:
+        raise UserError(f"method {method.name} uses no teacher; drop --teacher, or add a teacher "
+                        f"term (e.g. {method.name}+kd)")
+    objective, teacher_eval = make_objective(recipe, model, teacher, data, prec)
 
     lock = RunLock(paths)
     if resume is None:
@@ -173,19 +178,26 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
     else:
         lock.acquire()
     try:
-        return _run(recipe, paths, data, model, teacher, prec, augment, steps_per_epoch, stats,
-                    resume is not None, progress, stop_after_epochs, quiet)
+        return _run(recipe, paths, data, model, objective, teacher_eval, prec, augment,
+                    steps_per_epoch, stats, resume is not None, progress, stop_after_epochs, quiet)
     finally:
         lock.release()
 
 
-def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, teacher: nn.Module | None,
-         prec: Precision,
+def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
+         teacher_eval: dict[str, float], prec: Precision,
          augment: Augment, steps_per_epoch: int, stats: dict[str, int], resuming: bool,
          progress: bool | None, stop_after_epochs: int | None, quiet: bool) -> RunResult:
     t, info = recipe.train, data.info
-    objective, teacher_eval = make_objective(recipe, model, teacher, data, prec)
-    optimizer = make_optimizer(model, recipe.optim, t.batch_size)
+    trainable = objective.trainable()
+    # Partners (booster, peers, adapters) share the student's optimizer and schedule; shared
+    # parameters (Rocket) appear once.
+    stepped = nn.ModuleDict({"student": model, **trainable}) if trainable else model
+    optimizer = make_optimizer(stepped, recipe.optim, t.batch_size)
+    side = getattr(objective, "side_optimizer", None)
+    partners = objective.partners() if hasattr(objective, "partners") else {}
+    evaluated = objective.evaluated() if hasattr(objective, "evaluated") else {}
+    distilling = objective.name != "supervised"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # SequentialLR's epoch-argument notice
         scheduler = make_scheduler(optimizer, recipe.schedule, t.epochs, steps_per_epoch)
@@ -202,7 +214,7 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, teacher: nn.Mo
     last_eval: dict[str, float] = {}
     if resuming:
         epoch, step, elapsed, best, last_eval = _restore(paths, model, ema, optimizer, scheduler,
-                                                          scaler)
+                                                          scaler, partners, side)
         metrics.truncate_after(step)
         if epoch >= t.epochs:
             raise UserError(f"{paths.root} finished its {t.epochs} epochs; nothing to resume")
@@ -263,6 +275,14 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, teacher: nn.Mo
                     optimizer.step()
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
+                if side is not None:  # the partners with their own optimizer (discriminators)
+                    side.zero_grad(set_to_none=True)
+                    with prec.autocast():
+                        side_loss = objective.side_loss()
+                    side_loss.backward()
+                    side.step()
+                    objective.after_side_step()
+                    terms["side"] = side_loss.detach()
                 if ema is not None:
                     ema.update_parameters(model)
                 step += 1
@@ -286,19 +306,21 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, teacher: nn.Mo
             eval_model = ema.module if ema is not None else model
             if epoch % t.eval_every == 0 or epoch == t.epochs:
                 last_eval = evaluate(eval_model, data, prec)
+                for name, partner in evaluated.items():
+                    last_eval[f"{name}_test_top1"] = evaluate(partner, data, prec)["test_top1"]
                 if last_eval["test_top1"] > best["test_top1"]:
                     best = {"test_top1": last_eval["test_top1"], "epoch": epoch}
             rec = {"kind": "eval", "step": step, "epoch": epoch,
                    "train_loss": loss_sum / max(len(records), 1),
                    "train_top1": 100.0 * correct / max(seen, 1), **last_eval,
-                   **({"train_ce": ce_sum / max(len(records), 1)} if teacher is not None else {}),
+                   **({"train_ce": ce_sum / max(len(records), 1)} if distilling else {}),
                    "lr": optimizer.param_groups[0]["lr"], "epoch_time": train_time,
                    "ips": seen / max(train_time, 1e-9)}
             metrics.write([rec])
             show.epoch_end(epoch, rec)
             if epoch % t.checkpoint_every == 0 or epoch in (t.epochs, stop_epoch):
                 _checkpoint(paths, recipe, info, model, ema, optimizer, scheduler, scaler,
-                            epoch, step, elapsed, best, last_eval)
+                            epoch, step, elapsed, best, last_eval, partners, side)
     except _Nonfinite as exc:
         show.close()
         raise UserError(f"{exc}; the run stopped and keeps its last good checkpoint in "
@@ -342,17 +364,34 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, teacher: nn.Mo
 
 def make_objective(recipe: Recipe, model: nn.Module, teacher: nn.Module | None, data,
                    prec: Precision):
-    """The method plug-in for this recipe, and the teacher's measured test numbers (if any)."""
-    t = recipe.train
-    if teacher is None:
+    """The method plug-in for this recipe, and the teacher's measured test numbers (if any).
+
+    Builds the trainable partners the method asks for (a booster for `rocket`, peers for `dml`)
+    with the student's model options, on the student's device and memory format.
+    """
+    t, method, info = recipe.train, recipe.method, data.info
+    if method.name == "supervised":
         return Supervised(label_smoothing=t.label_smoothing), {}
     from lightship.methods.distill import Distill
 
-    teacher = teacher.to(prec.device, memory_format=prec.memory_format)
-    measured = evaluate(teacher, data, prec)
-    teacher.train(recipe.method.teacher.train_bn)
-    return (Distill(recipe.method, model, teacher, label_smoothing=t.label_smoothing),
-            {f"teacher_{k}": v for k, v in measured.items()})
+    def partner(name: str) -> nn.Module:
+        cfg = recipe.model.model_copy(update={"name": name})
+        net = build_model(recipe.model_copy(update={"model": cfg}), info.num_classes,
+                          info.in_chans, info.input_size)
+        return net.to(prec.device, memory_format=prec.memory_format).train()
+
+    measured: dict[str, float] = {}
+    if teacher is not None:
+        teacher = teacher.to(prec.device, memory_format=prec.memory_format)
+        measured = evaluate(teacher, data, prec)
+        teacher.train(method.teacher.train_bn)
+    booster = partner(method.booster) if "rocket" in method.terms else None
+    peers = ([partner(method.peer_model or recipe.model.name) for _ in range(method.peers)]
+             if "dml" in method.terms else None)
+    objective = Distill(method, model, teacher, label_smoothing=t.label_smoothing,
+                        booster=booster, peers=peers, input_shape=(info.in_chans, info.input_size),
+                        student_name=recipe.model.name)
+    return objective, {f"teacher_{k}": v for k, v in measured.items()}
 
 
 def run_verdict(paths: RunPaths, recipe: Recipe, reference: list[dict] | None = None):
@@ -366,7 +405,7 @@ def run_verdict(paths: RunPaths, recipe: Recipe, reference: list[dict] | None = 
 
 def _checkpoint(paths: RunPaths, recipe: Recipe, info, model: nn.Module, ema, optimizer,
                 scheduler, scaler, epoch: int, step: int, elapsed: float, best: dict,
-                last_eval: dict) -> None:
+                last_eval: dict, partners: dict[str, nn.Module], side) -> None:
     """Write step-N weights and state, then point last.json at them (the atomic commit)."""
     import json
 
@@ -374,6 +413,8 @@ def _checkpoint(paths: RunPaths, recipe: Recipe, info, model: nn.Module, ema, op
     save_weights(paths.checkpoints / f"{tag}.safetensors", model, model_metadata(recipe, info))
     if ema is not None:
         save_weights(paths.checkpoints / f"{tag}.ema.safetensors", ema)
+    if partners:
+        save_weights(paths.checkpoints / f"{tag}.partners.safetensors", nn.ModuleDict(partners))
     state = {
         "epoch": epoch,
         "step": step,
@@ -384,6 +425,7 @@ def _checkpoint(paths: RunPaths, recipe: Recipe, info, model: nn.Module, ema, op
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
+        "side_optimizer": side.state_dict() if side is not None else {},
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -395,7 +437,8 @@ def _checkpoint(paths: RunPaths, recipe: Recipe, info, model: nn.Module, ema, op
             old.unlink(missing_ok=True)
 
 
-def _restore(paths: RunPaths, model: nn.Module, ema, optimizer, scheduler, scaler):
+def _restore(paths: RunPaths, model: nn.Module, ema, optimizer, scheduler, scaler,
+             partners: dict[str, nn.Module], side):
     import json
 
     if not paths.last.exists():
@@ -405,8 +448,12 @@ def _restore(paths: RunPaths, model: nn.Module, ema, optimizer, scheduler, scale
     load_weights(model, paths.checkpoints / f"{tag}.safetensors")
     if ema is not None:
         load_weights(ema, paths.checkpoints / f"{tag}.ema.safetensors")
+    if partners:
+        load_weights(nn.ModuleDict(partners), paths.checkpoints / f"{tag}.partners.safetensors")
     state = load_state(paths.checkpoints / f"{tag}.state.pt")
     optimizer.load_state_dict(state["optimizer"])
+    if side is not None and state.get("side_optimizer"):
+        side.load_state_dict(state["side_optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state["scaler"]:
         scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,211 @@
+"""Trainable partners through the one loop: Rocket's booster (sharing, gradient block, export of
+the light net alone), mutual-learning peers, adversarial discriminators with their own optimizer,
+and exact resume of runs that carry partners."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from lightship.cli import main
+from lightship.errors import UserError
+from lightship.methods.adversarial import Adversarial, critic_loss
+from lightship.methods.mutual import mutual_kl
+from lightship.methods.rocket import Rocket
+from lightship.models import create_model
+from lightship.recipe import build_recipe
+from lightship.train.loop import train
+
+DATA = "synthetic:n=96,classes=3,size=8,channels=1"
+SMALL = ["--recipe", "baseline", "--epochs", "2", "--batch-size", "16", "--lr", "0.02",
+         "--no-progress"]
+
+
+def _pair(light="resnet8", booster="resnet14", share="bottom", share_bn=False, block=True):
+    torch.manual_seed(0)
+    lnet, bnet = create_model(light, 3, 1, 8), create_model(booster, 3, 1, 8)
+    return lnet, bnet, Rocket(lnet, bnet, share, share_bn, 1.0, block)
+
+
+@pytest.mark.parametrize("share", ["bottom", "interval"])
+def test_rocket_shares_module_objects_and_counts_parameters_once(share):
+    light, booster, rocket = _pair(share=share)
+    lonely = create_model("resnet8", 3, 1, 8)
+    assert rocket.tied  # something is shared
+    for path in rocket.tied:
+        assert light.get_submodule(path) is booster.get_submodule(path)
+        assert isinstance(light.get_submodule(path), torch.nn.Conv2d)
+    if share == "bottom":
+        assert "stem.0" in rocket.tied and "layer1.0.conv1" in rocket.tied
+        assert light.stem[1] is not booster.stem[1]  # norm layers stay separate by default
+    else:
+        assert {"layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv2"} <= set(rocket.tied)
+        assert "stem.0" not in rocket.tied
+    shared = sum(light.get_submodule(p).weight.numel() for p in rocket.tied)
+    pair = torch.nn.ModuleDict({"light": light, "booster": booster})
+    n = sum(p.numel() for p in pair.parameters())
+    own_light = sum(p.numel() for p in lonely.parameters()) - shared
+    assert n == sum(p.numel() for p in booster.parameters()) + own_light
+
+
+def test_rocket_share_bn_ties_norm_layers_too():
+    light, booster, rocket = _pair(share_bn=True)
+    assert light.stem[1] is booster.stem[1]
+    assert light.layer1[0].norm1 is booster.layer1[0].norm1
+
+
+@pytest.mark.parametrize("block", [True, False])
+def test_gradient_block_keeps_the_hint_off_the_booster_own_layers(block):
+    light, booster, rocket = _pair(block=block)
+    x = torch.randn(4, 1, 8, 8)
+    rocket.hint(light(x), booster(x)).backward()
+    shared = {id(light.get_submodule(p).weight) for p in rocket.tied}
+    own = [(n, p) for n, p in booster.named_parameters() if id(p) not in shared]
+    own_grad = sum(float(p.grad.abs().sum()) for _, p in own if p.grad is not None)
+    shared_grad = sum(float(light.get_submodule(p).weight.grad.abs().sum()) for p in rocket.tied)
+    assert shared_grad > 0  # the shared layers learn from the hint through the light path
+    if block:
+        assert own_grad == 0.0
+    else:
+        assert own_grad > 0
+
+
+@pytest.mark.parametrize("light,booster,fragment", [
+    ("resnet8", "wrn-16-1", "family"),
+    ("resnet8", "resnet14x2", "equal widths"),
+    ("resnet14", "resnet8", "deeper booster"),
+])
+def test_rocket_refuses_nets_that_cannot_share(light, booster, fragment):
+    with pytest.raises(UserError, match=fragment):
+        _pair(light, booster)
+
+
+def test_mutual_kl_matches_a_hand_computation():
+    a = torch.tensor([[1.0, 0.0, -1.0]])
+    b = torch.tensor([[0.0, 2.0, 0.0]])
+    c = torch.tensor([[0.5, 0.5, 0.0]])
+    p = [F.softmax(z, 1) for z in (a, b, c)]
+
+    def kl(q, r):  # KL(q ‖ r)
+        return float((q * (q.log() - r.log())).sum())
+
+    got = mutual_kl([a, b, c], T=1.0)
+    assert float(got[0]) == pytest.approx((kl(p[1], p[0]) + kl(p[2], p[0])) / 2, rel=1e-5)
+    assert float(got[2]) == pytest.approx((kl(p[0], p[2]) + kl(p[1], p[2])) / 2, rel=1e-5)
+
+
+def test_critic_losses_match_their_formulas():
+    real, fake = torch.tensor([0.5, 2.0]), torch.tensor([-1.0, 0.5])
+    assert float(critic_loss("wgan", real, fake)) == pytest.approx(-0.25 - 1.25)
+    assert float(critic_loss("hinge", real, fake)) == pytest.approx(0.25 + 0.75)
+    bce = (F.softplus(-real).mean() + F.softplus(fake).mean()).item()
+    assert float(critic_loss("bce", real, fake)) == pytest.approx(bce, rel=1e-6)
+
+
+def test_an_adversarial_step_changes_discriminator_and_student():
+    torch.manual_seed(0)
+    student = torch.nn.Conv2d(1, 4, 3, padding=1)
+    adv = Adversarial([4], [6], "wgan", lr=1e-2, clip=0.01)
+    opt = torch.optim.SGD([*student.parameters(), *adv.adapters.parameters()], lr=0.1)
+    before_s = student.weight.detach().clone()
+    before_d = [p.detach().clone() for p in adv.critics.parameters()]
+    x, t_feat = torch.randn(4, 1, 8, 8), torch.randn(4, 6, 8, 8)
+    g, _ = adv.terms([student(x)], [t_feat])
+    assert all(p.grad is None for p in adv.critics.parameters())  # G term: critics untouched
+    g.backward()
+    assert all(p.grad is None for p in adv.critics.parameters())
+    opt.step()
+    adv.optimizer.zero_grad()
+    adv.side_loss().backward()
+    adv.optimizer.step()
+    adv.after_side_step()
+    assert not torch.equal(student.weight, before_s)
+    assert any(not torch.equal(a, b) for a, b in zip(adv.critics.parameters(), before_d,
+                                                          strict=True))
+    clipped = [float(p.detach().abs().max()) for p in adv.critics.parameters()]
+    assert max(clipped) <= 0.01 + 1e-7  # wgan weight clipping
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    assert main(["train", "--data", DATA, "--model", "resnet8", *SMALL, "--out", str(out),
+                 "--name", "t"]) == 0
+    return out / "t"
+
+
+@pytest.mark.parametrize("method,extra,terms", [
+    ("rocket", ["--booster", "resnet14"], ["ce", "booster_ce", "rocket"]),
+    ("rocket+kd", ["--booster", "resnet14", "--teacher", "T"], ["ce", "kd", "rocket"]),
+    ("dml", ["--set", "method.peers=2"], ["ce", "dml", "peer_ce"]),
+    ("adversarial", ["--teacher", "T"], ["ce", "adversarial", "side"]),
+])
+def test_partner_methods_from_the_cli(method, extra, terms, teacher_run, tmp_path, capsys):
+    extra = [str(teacher_run) if a == "T" else a for a in extra]
+    out = tmp_path / "runs"
+    assert main(["distill", "--method", method, *extra, "--data", DATA, "--model", "resnet8",
+                 *SMALL, "--out", str(out), "--name", "s"]) == 0
+    assert "test top-1" in capsys.readouterr().out
+    recs = [json.loads(x) for x in (out / "s" / "metrics.jsonl").read_text().splitlines()]
+    step = next(r for r in recs if r["kind"] == "step")
+    assert all(term in step and step[term] == step[term] for term in terms)
+    evals = [r for r in recs if r["kind"] == "eval"]
+    if "rocket" in method:
+        assert "booster_test_top1" in evals[-1]
+    # the exported weights are the light net alone: they load into the plain registry model
+    weights = load_file(out / "s" / "weights.safetensors")
+    plain = create_model("resnet8", 3, 1, 8)
+    plain.load_state_dict(weights)
+
+
+def test_rocket_light_net_exports_alone_with_identical_outputs(tmp_path):
+    recipe = build_recipe("baseline", [
+        f"data.name={DATA}", "model.name=resnet8", "method.name=rocket",
+        "method.booster=resnet14", "train.epochs=2", "train.batch_size=16", "optim.lr=0.02",
+        f"run.dir={tmp_path}", "run.name=r"])
+    res = train(recipe, progress=False, quiet=True)
+    light = res.model.eval()
+    plain = create_model("resnet8", 3, 1, 8)
+    plain.load_state_dict(load_file(res.run_dir / "weights.safetensors"))
+    plain.eval().to(memory_format=torch.channels_last)  # the layout the run used on CPU
+    x = torch.randn(5, 1, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(plain(x), light(x))
+
+
+@pytest.mark.parametrize("method,extra", [
+    ("rocket", ["method.booster=resnet14"]),
+    ("adversarial+kd", []),
+    ("dml", []),
+])
+def test_runs_with_partners_resume_exactly(method, extra, teacher_run, tmp_path):
+    sets = [f"data.name={DATA}", "model.name=resnet8", f"method.name={method}", *extra,
+            "train.epochs=3", "train.batch_size=16", "optim.lr=0.02", f"run.dir={tmp_path}"]
+    if "kd" in method or "adversarial" in method:
+        sets.append(f"method.teacher.run={teacher_run}")
+    whole = train(build_recipe("baseline", [*sets, "run.name=whole"]), progress=False, quiet=True)
+    part = build_recipe("baseline", [*sets, "run.name=part"])
+    train(part, progress=False, quiet=True, stop_after_epochs=1)
+    resumed = train(resume=tmp_path / "part", progress=False, quiet=True)
+    a = load_file(whole.run_dir / "weights.safetensors")
+    b = load_file(resumed.run_dir / "weights.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_method_bad_input_is_one_clear_line(teacher_run, tmp_path, capsys):
+    base = ["--data", DATA, "--model", "resnet8", *SMALL, "--out", str(tmp_path)]
+    assert main(["distill", "--method", "rocket", *base]) == 2
+    assert "method.booster" in capsys.readouterr().err
+    assert main(["distill", "--method", "kd", *base]) == 2
+    assert "--teacher" in capsys.readouterr().err
+    assert main(["distill", "--method", "dml", "--teacher", str(teacher_run), *base]) == 2
+    assert "uses no teacher" in capsys.readouterr().err
+    assert main(["distill", "--method", "rocket", "--booster", "wrn-16-1", *base]) == 2
+    err = capsys.readouterr().err
+    assert "family" in err and err.count("\n") == 1
+    assert main(["distill", "--method", "adversarial", "--teacher", str(teacher_run), *base,
+                 "--set", "method.adv_pairs=[[nope,layer3]]"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing half-made
