@@ -26,6 +26,7 @@ demo: $(CORE)
 	$(PY) -m lightship train --recipe default --data mnist5k --name demo --overwrite --no-progress
 
 test: $(DEV)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || echo "no chromium: the browser check in tests/test_report.py will skip"
 	$(PY) -m pytest
 
 bench: $(DEV)

@@ -185,6 +185,13 @@ def make_parser() -> argparse.ArgumentParser:
                    help="a heavier net's run on the same data, to compare loss floors")
     p.set_defaults(func=cmd_diagnose)
 
+    from lightship.report.cli import add_report_parser
+
+    add_report_parser(sub)
+    from lightship.probes.cli import add_probe_parser
+
+    add_probe_parser(sub)
+
     p = sub.add_parser("models", help="list models with parameters and MACs")
     p.add_argument("--data", default="mnist5k", help="dataset that sets input size and classes")
     p.add_argument("--name", help="show one model only")
