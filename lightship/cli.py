@@ -185,6 +185,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="a heavier net's run on the same data, to compare loss floors")
     p.set_defaults(func=cmd_diagnose)
 
+    from lightship.export import add_export_parser
+
+    add_export_parser(sub)
     from lightship.report.cli import add_report_parser
 
     add_report_parser(sub)

@@ -44,7 +44,8 @@ def resolve_source(target: Path, role: str = "target") -> ModelSource:
     if target.is_dir():
         paths = RunPaths(target)
         if not paths.is_run():
-            raise UserError(f"{role} {target} is not a lightship run folder (no recipe.yaml)")
+            raise UserError(f"{role} {target} is not a lightship run folder (no recipe.yaml); "
+                            "give a folder made by `lightship train` or a .safetensors file")
         recipe = load_saved_recipe(paths.recipe)
         weights = _weights_of_run(paths)
         _, meta = read_weights(weights)
@@ -54,6 +55,20 @@ def resolve_source(target: Path, role: str = "target") -> ModelSource:
         raise UserError(f"{role} {target} has no lightship metadata (model name, preprocessing); "
                         "use the run folder it came from instead")
     return ModelSource(dict(meta["model_options"]), target, meta, None)
+
+
+def check_fits(meta: dict[str, Any], weights: Path, data: str, info: Any) -> None:
+    """Refuse data whose class count or input shape differs from what the weights were trained
+    on, before any model is built (else the message would be a state-dict shape mismatch)."""
+    k = meta.get("num_classes")
+    if k not in (None, info.num_classes):
+        raise UserError(f"{weights} predicts {k} classes but {data} has {info.num_classes}; "
+                        "evaluate it on the dataset it was trained for")
+    c, s = meta.get("in_chans"), meta.get("input_size")
+    if c not in (None, info.in_chans) or s not in (None, info.input_size):
+        raise UserError(f"{weights} was trained on {c}×{s}×{s} inputs but {data} gives "
+                        f"{info.in_chans}×{info.input_size}×{info.input_size}; evaluate it on "
+                        "the dataset it was trained for (or data of that shape)")
 
 
 def evaluate_target(target: Path, data: str | None = None, batch_size: int = 512,
@@ -70,12 +85,10 @@ def evaluate_target(target: Path, data: str | None = None, batch_size: int = 512
         subset = {"image_size": src.meta.get("input_size")}
     dataset = load_dataset(data, **{k: v for k, v in subset.items() if v is not None})
     info = dataset.info
+    check_fits(src.meta, weights, data, info)
     name = options.pop("name")
     model = create_model(name, info.num_classes, info.in_chans, info.input_size, **options)
-    meta = load_weights(model, weights)
-    if meta.get("num_classes") not in (None, info.num_classes):
-        raise UserError(f"{weights} predicts {meta['num_classes']} classes but {data} has "
-                        f"{info.num_classes}; evaluate it on the dataset it was trained for")
+    load_weights(model, weights)
     dev = choose_device(device)
     prec = choose_precision("auto", "auto", dev)
     model = model.to(dev, memory_format=prec.memory_format)

@@ -12,6 +12,7 @@ runs/<name>/
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -69,31 +70,65 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def write_error(path: Path, exc: OSError, root: Path | None = None) -> UserError:
+    """A one-line UserError for a failed write: disk full (ENOSPC, EDQUOT) gets its own fix."""
+    again = f"continue with --resume {root}" if root is not None else "run it again"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UserError(f"disk full while writing {path}; free space, then {again}")
+    reason = exc.strerror or type(exc).__name__
+    return UserError(f"cannot write {path} ({reason}); check that the folder is writable and "
+                     f"has free space, then {again}")
+
+
 class RunLock:
-    """An exclusive lock file, so two processes never write the same run folder."""
+    """An exclusive lock file holding the owner's pid, so two processes never write the same run
+    folder. A lock left by a killed process (its pid no longer alive) is taken over."""
 
     def __init__(self, paths: RunPaths) -> None:
         self.path = paths.lock
         self.held = False
 
+    def holder(self) -> int | None:
+        """The pid of another live process holding the lock, or None."""
+        try:
+            pid = int(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return None
+        return pid if pid and pid != os.getpid() and _pid_alive(pid) else None
+
+    def _create(self) -> bool:
+        """Create the lock file with our pid already inside (no empty-file window another
+        process could mistake for a stale lock); False if it exists."""
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(str(os.getpid()))
+            try:
+                os.link(tmp, self.path)  # atomic, and fails if the lock exists
+            except FileExistsError:
+                return False
+            except OSError:  # a file system without hard links: O_EXCL, then write
+                try:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(str(os.getpid()))
+            return True
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def acquire(self) -> None:
         for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and _pid_alive(pid) and pid != os.getpid():
-                    raise UserError(f"run folder {self.path.parent} is in use by process {pid}; "
-                                    "wait for it or choose another --name") from None
-                self.path.unlink(missing_ok=True)  # stale lock of a killed process
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(str(os.getpid()))
-            self.held = True
-            return
+            if self._create():
+                self.held = True
+                return
+            pid = self.holder()
+            if pid is not None:
+                raise UserError(f"run folder {self.path.parent} is in use by process {pid}; "
+                                "wait for it or choose another --name")
+            self.path.unlink(missing_ok=True)  # stale lock of a killed process
         raise UserError(f"could not lock {self.path.parent}; remove {self.path} if no run uses it")
 
     def release(self) -> None:
@@ -102,19 +137,59 @@ class RunLock:
             self.held = False
 
 
+def _check_parent(root: Path) -> None:
+    """The run folder can be made: its nearest existing ancestor is a folder we may write."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"run folder {root} exists but is a file, not a folder; choose another "
+                        "--name or --out")
+    parent = root.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{parent} is a file, not a folder, so the run folder {root} cannot be "
+                        "made there; give --out a folder (or a path to create)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create the run folder {root}: {parent} is not writable; give "
+                        "--out a folder you can write")
+
+
+def never_started(paths: RunPaths) -> bool:
+    """A folder holding only a dead run's lock and temporary files (killed before recipe.yaml)."""
+    names = [p.name for p in paths.root.iterdir()]
+    if not names or not all(n == ".lock" or ".tmp-" in n for n in names):
+        return False
+    try:
+        pid = int(paths.lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        pid = 0
+    return not (pid and _pid_alive(pid) and pid != os.getpid())
+
+
 def prepare_new_run(paths: RunPaths, overwrite: bool) -> None:
-    """Check a new run may use ``paths.root``; with ``overwrite``, clear an earlier run there."""
+    """Check a new run may use ``paths.root``; with ``overwrite``, clear an earlier run there
+    (never one another process is still writing)."""
+    _check_parent(paths.root)
     if paths.root.exists() and any(paths.root.iterdir()):
         if not overwrite:
             raise UserError(f"run folder {paths.root} already exists; choose another --name, "
                             "continue it with --resume, or replace it with --overwrite")
-        if not paths.is_run():
+        if not paths.is_run() and not never_started(paths):
             raise UserError(f"{paths.root} is not a lightship run folder; refusing to overwrite it")
-        shutil.rmtree(paths.root)
+        pid = RunLock(paths).holder()
+        if pid is not None:
+            raise UserError(f"run folder {paths.root} is in use by process {pid}; refusing to "
+                            "overwrite it: wait for that run or choose another --name")
+        try:
+            shutil.rmtree(paths.root)
+        except OSError as exc:
+            raise UserError(f"cannot remove {paths.root} for --overwrite "
+                            f"({exc.strerror or type(exc).__name__}); remove it yourself or "
+                            "choose another --name") from None
 
 
 class MetricsLog:
-    """Appends raw records (never smoothed) to metrics.jsonl."""
+    """Appends raw records (never smoothed) to metrics.jsonl. A failed write (disk full, say)
+    is a one-line UserError naming the file; the run keeps its last checkpoint for --resume."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -126,19 +201,26 @@ class MetricsLog:
         keep = [line for line in self.path.read_text().splitlines()
                 if line.strip() and _record_step(line) <= step]
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text("".join(line + "\n" for line in keep))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise write_error(self.path, exc, self.path.parent) from None
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         lines = "".join(json.dumps(r, allow_nan=True) + "\n" for r in records)
         if not lines:
             return
         try:
-            with open(self.path, "a") as fh:
-                fh.write(lines)
+            self._append(lines)
         except OSError as exc:
-            raise UserError(f"cannot write {self.path} ({exc.strerror}); free disk space and "
-                            "continue with --resume") from None
+            raise write_error(self.path, exc, self.path.parent) from None
+
+    def _append(self, lines: str) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(lines)
+            fh.flush()  # surface ENOSPC here, not later in close()
 
 
 def _record_step(line: str) -> int:
@@ -160,6 +242,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:
+    """Write ``obj`` as JSON atomically; a failed write is a one-line UserError."""
     from lightship.train.checkpoint import atomic_write
 
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+    try:
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+    except OSError as exc:
+        raise write_error(path, exc) from None

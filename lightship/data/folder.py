@@ -86,12 +86,25 @@ def scan_split(split: Path, classes: list[str]) -> tuple[list[str], list[int]]:
     return files, labels
 
 
+def _jpeg_has_end(path: str) -> bool:
+    """Whether the last KiB of a JPEG holds its end-of-image marker (FF D9). A truncated JPEG
+    passes ``Image.verify`` (which checks nothing for JPEG) but fails to decode later."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 1024))
+        return b"\xff\xd9" in fh.read()
+
+
 def _check_image(path: str) -> tuple[int, str]:
-    """(shorter side, mode) from the header, after PIL's cheap integrity check."""
+    """(shorter side, mode) from the header, after PIL's cheap integrity check (plus, for a
+    JPEG without its end marker, a full decode, so truncated JPEGs are named at load time)."""
     try:
         with Image.open(path) as im:
-            size, mode = min(im.size), im.mode
+            size, mode, fmt = min(im.size), im.mode, im.format
             im.verify()
+        if fmt == "JPEG" and not _jpeg_has_end(path):
+            with Image.open(path) as im:  # trailing bytes after the marker, or truncated?
+                im.load()
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... per format
         raise _unreadable(path, exc) from None
     return size, mode

@@ -7,9 +7,11 @@ last checkpoint. Nothing is ever unpickled: weights load through safetensors, th
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,49 @@ from torch import nn
 
 from lightship.errors import UserError
 
+TMP_MARK = ".tmp-"  # temporary files are ``.<name>.tmp-<pid>`` next to their target
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete temporary files that a killed writer left in ``folder`` (its pid is gone)."""
+    try:
+        entries = list(folder.glob(f".*{TMP_MARK}*"))
+    except OSError:
+        return
+    for tmp in entries:
+        pid = tmp.name.rpartition(TMP_MARK)[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then fsync and rename onto ``path``."""
+    """Call ``write(tmp_path)`` then fsync and rename onto ``path``, and fsync the folder.
+
+    The temporary file lives in the same folder (so the rename is atomic) and is named
+    ``.<name>.tmp-<pid>``; ones left by a killed process are removed on the next write there.
+    A reader sees the old file or the new one, never a torn one, even after a power cut.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temps(path.parent)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except OSError as exc:  # name the file the user knows, not the temporary one
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        except SafetensorError as exc:
+            code = errno.ENOSPC if "No space" in str(exc) else errno.EIO
+            raise OSError(code, str(exc), str(path)) from exc
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -91,13 +129,40 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_state(path: Path) -> dict[str, Any]:
-    """Load a state file with ``weights_only=True``: tensors and plain containers only."""
+def _load_reason(exc: Exception) -> str:
+    """The telling part of a torch.load failure (weights_only errors start with boilerplate)."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    if found:
+        return found.group(1).split(" was not an allowed global")[0].strip()[:120]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        lines = [ln for ln in lines[1:] if not ln.startswith("Check the documentation")]
+        if lines:
+            return lines[0].split(" whose module")[0][:120]
+        return "it names objects other than plain tensors"
+    first = lines[0][:120] if lines else ""
+    return f"{type(exc).__name__}: {first}" if len(first) < 30 else first
+
+
+def load_state(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load a state file with ``weights_only=True``: tensors and plain containers only.
+
+    A file that holds code (a pickled object with ``__reduce__``), a torn or foreign file, or a
+    dict without the ``required`` keys is a one-line UserError; nothing in it is executed.
+    """
     if not path.exists():
         raise UserError(f"checkpoint state {path} is missing; the run has no checkpoint to resume")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"refusing to load {path}: not a lightship state file ({first[:120]}); "
-                        "checkpoints are only read as safe tensors") from None
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torn and foreign files fail in many exception types
+        raise UserError(f"refusing to load {path}: not a lightship state file "
+                        f"({_load_reason(exc)}); checkpoints are only read as plain tensors, "
+                        "never as code") from None
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if not isinstance(state, dict) or missing:
+        raise UserError(f"refusing to load {path}: not a lightship state file (no "
+                        f"{', '.join(missing) or 'dict'}); resume a run written by lightship")
+    return state

@@ -8,6 +8,7 @@ Randomness of each batch comes from (seed, epoch, batch index), so resume contin
 
 from __future__ import annotations
 
+import errno
 import math
 import time
 import warnings
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -32,7 +34,10 @@ from lightship.runs import (
     MetricsLog,
     RunLock,
     RunPaths,
+    never_started,
     prepare_new_run,
+    read_metrics,
+    write_error,
     write_json,
 )
 from lightship.train.checkpoint import (
@@ -134,13 +139,17 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
         if not paths.root.is_dir():
             raise UserError(f"--resume {resume}: no such run folder")
         if not paths.is_run():
-            raise UserError(f"--resume {resume}: not a lightship run folder (no recipe.yaml)")
+            if never_started(paths):
+                raise UserError(f"--resume {resume}: the run was stopped before it started (no "
+                                "recipe.yaml); start it again with --overwrite")
+            raise UserError(f"--resume {resume}: not a lightship run folder (no recipe.yaml); "
+                            "give a folder made by `lightship train`")
         recipe = load_saved_recipe(paths.recipe)
     else:
         recipe = recipe or Recipe()
         paths = RunPaths(Path(recipe.run.dir) / (recipe.run.name or _default_name(recipe)))
-        if paths.root.exists() and any(paths.root.iterdir()) and not overwrite:
-            prepare_new_run(paths, overwrite=False)  # raises the clear message
+        if not overwrite:
+            prepare_new_run(paths, overwrite=False)  # checks only; raises the clear message
 
     t = recipe.train
     # Validate everything before touching the disk: bad input never leaves a half-made run.
@@ -170,16 +179,21 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
     objective, teacher_eval = make_objective(recipe, model, teacher, data, prec)
 
     lock = RunLock(paths)
-    if resume is None:
-        prepare_new_run(paths, overwrite)
-        paths.root.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
-        atomic_write(paths.recipe, lambda tmp: tmp.write_text(recipe.to_yaml()))
-    else:
-        lock.acquire()
     try:
+        if resume is None:
+            prepare_new_run(paths, overwrite)
+            paths.root.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+            atomic_write(paths.recipe, lambda tmp: tmp.write_text(recipe.to_yaml()))
+        else:
+            lock.acquire()
         return _run(recipe, paths, data, model, objective, teacher_eval, prec, augment,
                     steps_per_epoch, stats, resume is not None, progress, stop_after_epochs, quiet)
+    except (OSError, SafetensorError) as exc:  # disk full, folder not writable: one line
+        if not isinstance(exc, OSError) or exc.errno is None:
+            exc = OSError(errno.ENOSPC if "No space" in str(exc) else errno.EIO, str(exc))
+        raise write_error(Path(getattr(exc, "filename", None) or paths.root), exc,
+                          paths.root) from None
     finally:
         lock.release()
 
@@ -216,8 +230,10 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
         epoch, step, elapsed, best, last_eval = _restore(paths, model, ema, optimizer, scheduler,
                                                           scaler, partners, side)
         metrics.truncate_after(step)
-        if epoch >= t.epochs:
+        if epoch >= t.epochs and paths.weights.exists() and paths.summary.exists():
             raise UserError(f"{paths.root} finished its {t.epochs} epochs; nothing to resume")
+        # else: killed after its last checkpoint; the loop below is skipped and the final
+        # weights and summary are written from the restored state.
 
     lr_peak = scaled_lr(recipe.optim, t.batch_size)
     header = {"kind": "start", "step": step, "epoch": epoch, "resumed": resuming,
@@ -229,6 +245,8 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
     show = Progress(total_epochs=t.epochs, steps_per_epoch=steps_per_epoch, enabled=progress,
                     quiet=quiet, title=f"{recipe.model.name} on {info.name}")
     show.start(epoch)
+    rec: dict[str, Any] = next((r for r in reversed(read_metrics(paths.metrics))
+                                if r.get("kind") == "eval"), {}) if resuming else {}
     mixing_alphas = [(mixup, recipe.augment.mixup_alpha), (cutmix, recipe.augment.cutmix_alpha)]
     mixing_alphas = [(fn, a) for fn, a in mixing_alphas if a > 0]
     stop_epoch = t.epochs if stop_after_epochs is None else min(t.epochs, epoch + stop_after_epochs)
@@ -343,7 +361,7 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
         "test_loss": last_eval.get("test_loss"),
         "best_top1": best["test_top1"],
         "best_epoch": best["epoch"],
-        "train_loss": rec["train_loss"] if step else None,
+        "train_loss": rec.get("train_loss") if step else None,
         "wall_time_s": round(elapsed, 3),
         "images_per_s": rec.get("ips") if step else None,
         "device": str(prec.device),
