@@ -47,6 +47,7 @@ from lightship.train.checkpoint import (
     save_state,
     save_weights,
 )
+from lightship.train.distributed import World, close_world, init_world
 from lightship.train.optim import make_optimizer, make_scheduler, scaled_lr
 from lightship.train.precision import Precision, choose_device, choose_precision
 from lightship.train.progress import Progress
@@ -147,20 +148,36 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
         recipe = load_saved_recipe(paths.recipe)
     else:
         recipe = recipe or Recipe()
-        paths = RunPaths(Path(recipe.run.dir) / (recipe.run.name or _default_name(recipe)))
-        if not overwrite:
+    t = recipe.train
+    world, device_setting = init_world(t.device)
+    try:
+        return _train(recipe, resume, world, device_setting, overwrite, progress,
+                      stop_after_epochs, quiet)
+    finally:
+        close_world(world)
+
+
+def _train(recipe: Recipe, resume: str | Path | None, world: World, device_setting: str,
+           overwrite: bool, progress: bool | None, stop_after_epochs: int | None,
+           quiet: bool) -> RunResult:
+    t = recipe.train
+    if resume is not None:
+        paths = RunPaths(Path(resume))
+    else:  # every rank must use rank 0's folder name (the default one holds a timestamp)
+        paths = RunPaths(Path(recipe.run.dir) / world.share(recipe.run.name or
+                                                            _default_name(recipe)))
+        if not overwrite and world.main:
             prepare_new_run(paths, overwrite=False)  # checks only; raises the clear message
 
-    t = recipe.train
     # Validate everything before touching the disk: bad input never leaves a half-made run.
-    device = choose_device(t.device)
+    device = choose_device(device_setting)
     prec = choose_precision(t.precision, t.channels_last, device)
     check_norm(recipe.model.norm)
     data = load_dataset(recipe.data.name, fraction=recipe.data.fraction,
                         max_per_class=recipe.data.max_per_class, seed=recipe.data.seed,
                         image_size=recipe.data.image_size, workers=recipe.data.workers)
     info = data.info
-    steps_per_epoch = data.steps_per_epoch(t.batch_size)
+    steps_per_epoch = data.steps_per_epoch(t.batch_size, world.size)
     torch.manual_seed(t.seed)
     model = build_model(recipe, info.num_classes, info.in_chans, info.input_size)
     stats = model_stats(model, info.in_chans, info.input_size)
@@ -177,18 +194,24 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
         raise UserError(f"method {method.name} uses no teacher; drop --teacher, or add a teacher "
                         f"term (e.g. {method.name}+kd)")
     objective, teacher_eval = make_objective(recipe, model, teacher, data, prec)
+    if world.active and objective.trainable():
+        raise UserError(f"method {method.name} trains partners (booster, peers or adapters), "
+                        "which torchrun does not run yet; run it in one process")
 
     lock = RunLock(paths)
     try:
-        if resume is None:
-            prepare_new_run(paths, overwrite)
-            paths.root.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
-            atomic_write(paths.recipe, lambda tmp: tmp.write_text(recipe.to_yaml()))
-        else:
-            lock.acquire()
+        if world.main:  # only rank 0 touches the run folder
+            if resume is None:
+                prepare_new_run(paths, overwrite)
+                paths.root.mkdir(parents=True, exist_ok=True)
+                lock.acquire()
+                atomic_write(paths.recipe, lambda tmp: tmp.write_text(recipe.to_yaml()))
+            else:
+                lock.acquire()
+        world.barrier()
         return _run(recipe, paths, data, model, objective, teacher_eval, prec, augment,
-                    steps_per_epoch, stats, resume is not None, progress, stop_after_epochs, quiet)
+                    steps_per_epoch, stats, resume is not None, progress, stop_after_epochs, quiet,
+                    world)
     except (OSError, SafetensorError) as exc:  # disk full, folder not writable: one line
         if not isinstance(exc, OSError) or exc.errno is None:
             exc = OSError(errno.ENOSPC if "No space" in str(exc) else errno.EIO, str(exc))
@@ -201,13 +224,16 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
 def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
          teacher_eval: dict[str, float], prec: Precision,
          augment: Augment, steps_per_epoch: int, stats: dict[str, int], resuming: bool,
-         progress: bool | None, stop_after_epochs: int | None, quiet: bool) -> RunResult:
+         progress: bool | None, stop_after_epochs: int | None, quiet: bool,
+         world: World | None = None) -> RunResult:
     t, info = recipe.train, data.info
+    world = world or World()
+    global_batch = t.batch_size * world.size
     trainable = objective.trainable()
     # Partners (booster, peers, adapters) share the student's optimizer and schedule; shared
     # parameters (Rocket) appear once.
     stepped = nn.ModuleDict({"student": model, **trainable}) if trainable else model
-    optimizer = make_optimizer(stepped, recipe.optim, t.batch_size)
+    optimizer = make_optimizer(stepped, recipe.optim, global_batch)
     side = getattr(objective, "side_optimizer", None)
     partners = objective.partners() if hasattr(objective, "partners") else {}
     evaluated = objective.evaluated() if hasattr(objective, "evaluated") else {}
@@ -218,10 +244,17 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
     scaler = torch.amp.GradScaler(prec.device.type) if prec.scaler else None
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
            if t.ema else None)
-    forward_model = torch.compile(model) if t.compile else model
+    forward_model = model
+    if world.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward_model = DistributedDataParallel(
+            model, device_ids=[prec.device.index] if prec.device.type == "cuda" else None)
+    forward_model = torch.compile(forward_model) if t.compile else forward_model
     params = [p for g in optimizer.param_groups for p in g["params"]]
     clip = recipe.optim.grad_clip
     metrics = MetricsLog(paths.metrics)
+    log = metrics.write if world.main else (lambda records: None)  # only rank 0 writes
 
     epoch, step, elapsed = 0, 0, 0.0
     best = {"test_top1": -1.0, "epoch": -1}
@@ -229,21 +262,23 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
     if resuming:
         epoch, step, elapsed, best, last_eval = _restore(paths, model, ema, optimizer, scheduler,
                                                           scaler, partners, side)
-        metrics.truncate_after(step)
+        if world.main:
+            metrics.truncate_after(step)
         if epoch >= t.epochs and paths.weights.exists() and paths.summary.exists():
             raise UserError(f"{paths.root} finished its {t.epochs} epochs; nothing to resume")
         # else: killed after its last checkpoint; the loop below is skipped and the final
         # weights and summary are written from the restored state.
 
-    lr_peak = scaled_lr(recipe.optim, t.batch_size)
+    lr_peak = scaled_lr(recipe.optim, global_batch)
     header = {"kind": "start", "step": step, "epoch": epoch, "resumed": resuming,
               "params": stats["params"], "macs": stats["macs"], "device": str(prec.device),
               "precision": prec.name, "channels_last": prec.channels_last, "lr_peak": lr_peak,
               "steps_per_epoch": steps_per_epoch, "augment": vars(augment),
-              "method": recipe.method.name, **teacher_eval}
-    metrics.write([header])
-    show = Progress(total_epochs=t.epochs, steps_per_epoch=steps_per_epoch, enabled=progress,
-                    quiet=quiet, title=f"{recipe.model.name} on {info.name}")
+              "method": recipe.method.name, "world_size": world.size, **teacher_eval}
+    log([header])
+    show = Progress(total_epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+                    enabled=progress if world.main else False, quiet=quiet or not world.main,
+                    title=f"{recipe.model.name} on {info.name}")
     show.start(epoch)
     rec: dict[str, Any] = next((r for r in reversed(read_metrics(paths.metrics))
                                 if r.get("kind") == "eval"), {}) if resuming else {}
@@ -260,7 +295,8 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
             records, loss_sum, ce_sum, correct, seen = [], 0.0, 0.0, 0, 0
             tick = time.perf_counter()
             for i, (x, y) in enumerate(data.train_batches(
-                    t.batch_size, epoch, t.seed, augment, channels_last=prec.channels_last)):
+                    t.batch_size, epoch, t.seed, augment, rank=world.rank, world=world.size,
+                    channels_last=prec.channels_last)):
                 target: Tensor = y
                 if mixing:
                     g = make_generator(t.seed, epoch, i, MIX_STREAM)
@@ -281,6 +317,10 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
                     gnorm = torch.nn.utils.get_total_norm([p.grad for p in params
                                                            if p.grad is not None])
                 loss_value = loss.item()
+                if world.active:  # the logged loss and the non-finite decision: all ranks alike
+                    loss_value, *term_values = world.mean(
+                        [loss_value, *(float(v) for v in terms.values())], prec.device)
+                    terms = dict(zip(terms, term_values, strict=True))
                 if not math.isfinite(loss_value):
                     if t.on_nonfinite == "stop" and scaler is None:
                         raise _Nonfinite(f"loss became {loss_value} at step {step} "
@@ -305,7 +345,7 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
                     ema.update_parameters(model)
                 step += 1
                 now = time.perf_counter()
-                n = y.shape[0]
+                n = y.shape[0] * world.size
                 rec = {"kind": "step", "step": step, "epoch": epoch + 1, "loss": loss_value,
                        "lr": lr, "grad_norm": float(gnorm), "ips": n / max(now - tick, 1e-9)}
                 if len(terms) > 1:
@@ -315,12 +355,13 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
                 loss_sum += loss_value
                 ce_sum += float(terms["ce"]) if len(terms) > 1 else loss_value
                 correct += int((logits.detach().argmax(1) == y).sum())
-                seen += n
+                seen += y.shape[0]
                 show.step(loss_value)
             epoch += 1
             train_time = time.perf_counter() - t0
             elapsed += train_time
-            metrics.write(records)
+            correct, seen = (int(v) for v in world.sum([correct, seen], prec.device))
+            log(records)
             eval_model = ema.module if ema is not None else model
             if epoch % t.eval_every == 0 or epoch == t.epochs:
                 last_eval = evaluate(eval_model, data, prec)
@@ -334,11 +375,12 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
                    **({"train_ce": ce_sum / max(len(records), 1)} if distilling else {}),
                    "lr": optimizer.param_groups[0]["lr"], "epoch_time": train_time,
                    "ips": seen / max(train_time, 1e-9)}
-            metrics.write([rec])
+            log([rec])
             show.epoch_end(epoch, rec)
-            if epoch % t.checkpoint_every == 0 or epoch in (t.epochs, stop_epoch):
+            if (epoch % t.checkpoint_every == 0 or epoch in (t.epochs, stop_epoch)) and world.main:
                 _checkpoint(paths, recipe, info, model, ema, optimizer, scheduler, scaler,
                             epoch, step, elapsed, best, last_eval, partners, side)
+            world.barrier()
     except _Nonfinite as exc:
         show.close()
         raise UserError(f"{exc}; the run stopped and keeps its last good checkpoint in "
@@ -370,6 +412,8 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
         "lr_peak": lr_peak,
         "augment": vars(augment),
     }
+    if not world.main:
+        return RunResult(run_dir=paths.root, summary=summary, model=final_model)
     if epoch >= t.epochs:
         save_weights(paths.weights, final_model, model_metadata(recipe, info))
     judged = run_verdict(paths, recipe)
