@@ -118,6 +118,11 @@ class TeacherCfg(_Section):
     """A lightship .safetensors weights file (its metadata gives the architecture)."""
     train_bn: bool = False
     """Keep the teacher's BatchNorm in train mode (batch statistics); default eval mode."""
+    cache: bool = False
+    """Compute the teacher's logits once per training image and reuse them. Only with
+    augmentation and mixup/cutmix off and logit terms (kd, hint, dkd): with augmentation every
+    view needs its own teacher output, and a fixed-view teacher teaches worse (Beyer et al. 2022,
+    "Knowledge distillation: A good teacher is patient and consistent")."""
 
 
 METHOD_TERMS = ("kd", "hint", "at", "dkd", "dml", "rocket", "adversarial")

@@ -94,3 +94,38 @@ def test_teacher_bad_input(teacher_run, tmp_path):
     with pytest.raises(UserError, match="did you mean 'kd'"):
         build_recipe("baseline", ["method.name=kdd"])
     assert not any(tmp_path.iterdir())  # nothing written for bad input
+
+
+def test_cached_teacher_logits_run_the_teacher_once_per_image(teacher_run):
+    from lightship.data import Augment, load_dataset
+    from lightship.methods.distill import Distill, load_teacher
+    from lightship.models import create_model
+
+    recipe = build_recipe("baseline", [f"data.name={DATA}", "method.name=kd",
+                                       f"method.teacher.run={teacher_run}",
+                                       "method.teacher.cache=true"])
+    teacher = load_teacher(recipe.method, 3, 1, 8)
+    student = create_model("resnet8", 3, 1, 8)
+    obj = Distill(recipe.method, student, teacher)
+    data, off = load_dataset(DATA), Augment(crop_padding=0, hflip=False, cutout=0)
+    seen = 0
+    for epoch in range(3):
+        for x, y in data.train_batches(16, epoch, 0, off):
+            obj.loss(student, x, y)
+            seen += (epoch == 0) * x.shape[0]
+            with torch.inference_mode():
+                fresh = teacher(x)
+            assert torch.allclose(obj._teacher_logits(x), fresh, atol=1e-5)
+    assert obj.teacher_images == seen  # epochs 2 and 3 came from the cache
+
+
+def test_cached_teacher_logits_only_without_augmentation(teacher_run, tmp_path, capsys):
+    base = ["distill", "--teacher", str(teacher_run), "--data", DATA, "--model", "resnet8", *SMALL,
+            "--out", str(tmp_path), "--name", "c", "--set", "method.teacher.cache=true"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "augmentation off" in err and "crop" in err and err.count("\n") == 1
+    assert main([*base, "--method", "at", "--set", "augment.crop_padding=0"]) == 2
+    assert "logits only" in capsys.readouterr().err
+    assert main([*base, "--set", "augment.crop_padding=0"]) == 0
+    assert "Beyer et al. 2022" in capsys.readouterr().err

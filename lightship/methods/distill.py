@@ -22,6 +22,7 @@ term are in :mod:`lightship.methods.kd` and :mod:`lightship.methods.attention`.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -108,6 +109,8 @@ class Distill:
         self.student_taps = self.teacher_taps = None
         self.rocket = self.mutual = self.adversarial = None
         self.side_optimizer = None
+        self.cache: dict[bytes, Tensor] | None = {} if cfg.teacher.cache else None
+        self.teacher_images = 0  # images the teacher has run on (the cache's saving shows here)
         if cfg.needs_teacher and teacher is None:
             raise UserError(f"method {cfg.name} learns from a teacher: give --teacher RUN_DIR "
                             "(or method.teacher.run / method.teacher.weights)")
@@ -176,15 +179,33 @@ class Distill:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _forward_teacher(self, x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            out = self.teacher(x)
+        self.teacher_images += x.shape[0]
+        # inference-mode tensors cannot join autograd; clone into ordinary (constant) tensors.
+        return out.float().clone()
+
+    def _teacher_logits(self, x: Tensor) -> Tensor:
+        """The teacher's logits of this batch; with ``teacher.cache``, looked up by the exact
+        bytes of each image and computed only for images not seen before."""
+        if self.cache is None:
+            return self._forward_teacher(x)
+        rows = x.detach().cpu().numpy()
+        keys = [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
+        missing = [i for i, k in enumerate(keys) if k not in self.cache]
+        if missing:
+            fresh = self._forward_teacher(x if len(missing) == len(keys) else x[missing])
+            for j, i in enumerate(missing):
+                self.cache[keys[i]] = fresh[j]
+        return torch.stack([self.cache[k] for k in keys])
+
     def loss(self, model: nn.Module, x: Tensor, target: Tensor
              ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         cfg = self.cfg
         t_logits = None
         if self.teacher is not None:
-            with torch.inference_mode():
-                t_logits = self.teacher(x)
-            # inference-mode tensors cannot join autograd; clone into ordinary (constant) tensors.
-            t_logits = t_logits.float().clone()
+            t_logits = self._teacher_logits(x)
         s_logits = model(x)
         hard = target if target.ndim == 1 else target.argmax(1)
         ce = F.cross_entropy(s_logits.float(), target, label_smoothing=self.label_smoothing)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -193,6 +194,8 @@ def _train(recipe: Recipe, resume: str | Path | None, world: World, device_setti
     elif method.teacher.run or method.teacher.weights:
         raise UserError(f"method {method.name} uses no teacher; drop --teacher, or add a teacher "
                         f"term (e.g. {method.name}+kd)")
+    if method.teacher.cache:
+        _check_teacher_cache(recipe, augment, quiet or not world.main)
     objective, teacher_eval = make_objective(recipe, model, teacher, data, prec)
     if world.active and objective.trainable():
         raise UserError(f"method {method.name} trains partners (booster, peers or adapters), "
@@ -454,6 +457,28 @@ def make_objective(recipe: Recipe, model: nn.Module, teacher: nn.Module | None, 
                         booster=booster, peers=peers, input_shape=(info.in_chans, info.input_size),
                         student_name=recipe.model.name)
     return objective, {f"teacher_{k}": v for k, v in measured.items()}
+
+
+def _check_teacher_cache(recipe: Recipe, augment: Augment, quiet: bool) -> None:
+    """Cached teacher logits are right only when every epoch shows the same images."""
+    a, method = recipe.augment, recipe.method
+    on = [name for name, value in [("crop", augment.crop_padding), ("hflip", augment.hflip),
+                                   ("cutout", augment.cutout), ("mixup", a.mixup_alpha),
+                                   ("cutmix", a.cutmix_alpha)] if value]
+    if on:
+        raise UserError(f"method.teacher.cache needs augmentation off, but {', '.join(on)} is on: "
+                        "each augmented view needs its own teacher output; set "
+                        "augment.crop_padding=0, augment.hflip=false, augment.cutout=0, no "
+                        "mixup/cutmix, or drop the cache")
+    other = [term for term in method.terms if term in ("at", "adversarial")]
+    if other or method.teacher.train_bn:
+        why = f"{'/'.join(other)} needs teacher features" if other else "train-mode BatchNorm " \
+            "makes the teacher's output depend on the batch"
+        raise UserError(f"method.teacher.cache holds logits only and {why}; drop the cache")
+    if not quiet:
+        print("note: teacher logits are cached and augmentation is off; students usually learn "
+              "more from a teacher that sees every augmented view (Beyer et al. 2022)",
+              file=sys.stderr)
 
 
 def run_verdict(paths: RunPaths, recipe: Recipe, reference: list[dict] | None = None):
