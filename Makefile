@@ -34,6 +34,9 @@ bench: $(DEV)
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/precision.py
 	$(PY) benchmarks/recipes.py
+	$(PY) benchmarks/distill_overhead.py
+	$(PY) benchmarks/transfer.py
+	$(PY) benchmarks/verdicts.py
 
 lint: $(DEV)
 	$(VENV)/bin/ruff check lightship tests benchmarks

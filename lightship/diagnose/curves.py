@@ -756,7 +756,7 @@ def _context(nums: dict) -> list[str]:
                    f"{nums['mix_off_train_change']:+.3g})")
     if nums.get("grad_norm_trend"):
         out.append(f"grad-norm median {nums['grad_norm_first']:.3g} → {nums['grad_norm_last']:.3g}"
-                   f" ({nums['grad_norm_trend']})")
+                   f" (least-squares trend over all epochs: {nums['grad_norm_trend']})")
     if math.isfinite(nums.get("lr_frac", math.nan)):
         out.append(f"schedule {nums['schedule']}: last lr {100 * nums['lr_frac']:.1f} % of peak"
                    + (f", drops at epochs {nums['drop_epochs']}" if nums["drop_epochs"] else ""))
