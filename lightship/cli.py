@@ -77,6 +77,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         extra.append(f"method.teacher.{key}={teacher}")
     if args.booster:
         extra.append(f"method.booster={args.booster}")
+    if args.teacher_model:
+        extra.append(f"method.teacher.model={args.teacher_model}")
     args.overrides = [*extra, *args.overrides]
     return cmd_train(args)
 
@@ -168,6 +170,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="kd",
                    help="kd, hint, at, dkd, dml, rocket, adversarial, or a '+'-joined "
                    "combination such as rocket+kd (default kd)")
+    p.add_argument("--teacher-model", metavar="NAME",
+                   help="architecture of a --teacher .safetensors without lightship metadata "
+                   "(a registry name, timm:NAME or torchvision:NAME)")
     p.add_argument("--booster", help="rocket: the booster net (sets method.booster), e.g. "
                    "resnet56 for a resnet20 student")
     p.set_defaults(func=cmd_distill)

@@ -52,8 +52,10 @@ def resolve_source(target: Path, role: str = "target") -> ModelSource:
         return ModelSource(recipe.model.model_dump(), weights, meta, recipe)
     _, meta = read_weights(target)
     if meta.get("format") != "lightship-weights-1":
+        hint = (" or name its architecture with --teacher-model NAME (method.teacher.model)"
+                if role == "teacher" else "")
         raise UserError(f"{role} {target} has no lightship metadata (model name, preprocessing); "
-                        "use the run folder it came from instead")
+                        f"use the run folder it came from instead{hint}")
     return ModelSource(dict(meta["model_options"]), target, meta, None)
 
 

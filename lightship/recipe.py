@@ -116,6 +116,10 @@ class TeacherCfg(_Section):
     """A lightship run folder whose final weights teach (its recipe gives the architecture)."""
     weights: str | None = None
     """A lightship .safetensors weights file (its metadata gives the architecture)."""
+    model: str | None = None
+    """Architecture of a `weights` file that has no lightship metadata (a plain safetensors
+    state_dict): a registry name, `timm:NAME` or `torchvision:NAME`, built for the data's classes
+    and input shape."""
     train_bn: bool = False
     """Keep the teacher's BatchNorm in train mode (batch statistics); default eval mode."""
     cache: bool = False

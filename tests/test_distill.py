@@ -129,3 +129,21 @@ def test_cached_teacher_logits_only_without_augmentation(teacher_run, tmp_path, 
     assert "logits only" in capsys.readouterr().err
     assert main([*base, "--set", "augment.crop_padding=0"]) == 0
     assert "Beyer et al. 2022" in capsys.readouterr().err
+
+
+def test_teacher_from_a_plain_state_dict_and_a_model_name(teacher_run, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"  # a state_dict without lightship metadata
+    save_file(load_file(teacher_run / "weights.safetensors"), str(plain))
+    base = ["distill", "--teacher", str(plain), "--data", DATA, "--model", "resnet8", *SMALL,
+            "--out", str(tmp_path / "runs")]
+    assert main([*base, "--name", "a"]) == 2
+    assert "--teacher-model" in capsys.readouterr().err
+    assert main([*base, "--name", "b", "--teacher-model", "resnet14"]) == 2  # wrong architecture
+    assert "another architecture" in capsys.readouterr().err
+    assert main([*base, "--name", "c", "--teacher-model", "resnet8"]) == 0
+    recs = [json.loads(x) for x in (tmp_path / "runs" / "c" / "metrics.jsonl").read_text()
+            .splitlines()]
+    ran = json.loads((teacher_run / "summary.json").read_text())["test_top1"]
+    assert recs[0]["teacher_test_top1"] == pytest.approx(ran)  # the same teacher, measured again

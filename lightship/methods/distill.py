@@ -44,6 +44,15 @@ def load_teacher(cfg: MethodCfg, num_classes: int, in_chans: int, input_size: in
         raise UserError(f"method {cfg.name} needs exactly one teacher: give --teacher RUN_DIR "
                         "(or set method.teacher.run=RUN_DIR or "
                         "method.teacher.weights=FILE.safetensors)")
+    if t.model is not None:  # a plain state_dict: the architecture comes from the recipe
+        if t.weights is None:
+            raise UserError("method.teacher.model names the architecture of a plain weights file; "
+                            "use it with --teacher FILE.safetensors (a run folder knows its own)")
+        teacher = create_model(t.model, num_classes, in_chans, input_size)
+        load_weights(teacher, Path(t.weights))
+        teacher.requires_grad_(False)
+        teacher.train(t.train_bn)
+        return teacher
     from lightship.evaluate import resolve_source
 
     src = resolve_source(Path(t.run if t.run is not None else t.weights), role="teacher")
