@@ -72,3 +72,17 @@ def test_distill_runs_under_torchrun(tmp_path):
           "--batch-size", "16", "--out", out, "--name", "s"], tmp_path, 2)
     steps = _steps(tmp_path / "runs" / "s")
     assert len(steps) == 16 and all("kd" in r for r in steps)
+
+
+def test_rocket_under_torchrun_matches_one_process(tmp_path):
+    out = str(tmp_path / "runs")
+    rocket = ["--method", "rocket", "--booster", "resnet14"]
+    _run(["distill", *rocket, *COMMON, "--batch-size", "32", "--out", out, "--name", "one"],
+         tmp_path)
+    _run(["distill", *rocket, *COMMON, "--batch-size", "16", "--out", out, "--name", "two"],
+         tmp_path, 2)
+    a, b = _steps(tmp_path / "runs" / "one"), _steps(tmp_path / "runs" / "two")
+    assert len(a) == len(b) == 16
+    for key in ("loss", "booster_ce", "rocket"):
+        diff = max(abs(x[key] - y[key]) for x, y in zip(a, b, strict=True))
+        assert diff < 1e-4, (key, diff)

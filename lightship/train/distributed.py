@@ -56,6 +56,30 @@ class World:
         dist.all_reduce(t)
         return t.tolist()
 
+    def average_grads(self, params: list[torch.nn.Parameter]) -> None:
+        """Average gradients over ranks in one all-reduce (what DDP does, without its bucketing):
+        used for methods whose partners share layers with the student, where two DDP wrappers
+        would reduce a shared parameter twice. A missing gradient counts as zeros."""
+        if not self.active or not params:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.size
+        offset = 0
+        for p, g in zip(params, grads, strict=True):
+            n = g.numel()
+            p.grad = flat[offset:offset + n].view_as(p).clone()
+            offset += n
+
+    def sync_buffers(self, modules: list[torch.nn.Module]) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank."""
+        if not self.active:
+            return
+        for m in modules:
+            for b in m.buffers():
+                dist.broadcast(b, src=0)
+
     def share(self, value):
         """Rank 0's value of a picklable object on every rank."""
         if not self.active:

@@ -197,9 +197,6 @@ def _train(recipe: Recipe, resume: str | Path | None, world: World, device_setti
     if method.teacher.cache:
         _check_teacher_cache(recipe, augment, quiet or not world.main)
     objective, teacher_eval = make_objective(recipe, model, teacher, data, prec)
-    if world.active and objective.trainable():
-        raise UserError(f"method {method.name} trains partners (booster, peers or adapters), "
-                        "which torchrun does not run yet; run it in one process")
 
     lock = RunLock(paths)
     try:
@@ -248,7 +245,10 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
            if t.ema else None)
     forward_model = model
-    if world.active:
+    # Partners that share layers with the student (Rocket) cannot sit in separate DDP wrappers;
+    # their gradients are averaged over ranks by hand after backward instead.
+    manual_sync = world.active and bool(trainable or side is not None)
+    if world.active and not manual_sync:
         from torch.nn.parallel import DistributedDataParallel
 
         forward_model = DistributedDataParallel(
@@ -314,6 +314,8 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
                     scaler.unscale_(optimizer)
                 else:
                     loss.backward()
+                if manual_sync:
+                    world.average_grads(params)
                 if clip:
                     gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
                 else:
@@ -341,6 +343,8 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
                     with prec.autocast():
                         side_loss = objective.side_loss()
                     side_loss.backward()
+                    if manual_sync:
+                        world.average_grads([p for g in side.param_groups for p in g["params"]])
                     side.step()
                     objective.after_side_step()
                     terms["side"] = side_loss.detach()
@@ -364,6 +368,8 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
             train_time = time.perf_counter() - t0
             elapsed += train_time
             correct, seen = (int(v) for v in world.sum([correct, seen], prec.device))
+            if manual_sync:  # one set of BatchNorm statistics, rank 0's, as DDP keeps them
+                world.sync_buffers([model, *partners.values()])
             log(records)
             eval_model = ema.module if ema is not None else model
             if epoch % t.eval_every == 0 or epoch == t.epochs:
