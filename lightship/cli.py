@@ -6,6 +6,7 @@ Every user-fixable problem ends as one line on stderr and exit code 2, without a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -224,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
         print(f"lightship: error: {lines[-1] if lines else 'invalid input'}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `lightship diagnose ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("lightship: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return 130

@@ -776,9 +776,14 @@ def _floor_reason(nums: dict) -> str | None:
         f"{k} {_loss(nums['fits'][k]['floor'])}" for k in used)
     if worse:
         agree += f"; {', '.join(worse)} fit worse"
-    return (f"floor ≈ {_loss(nums['floor'])} [{_loss(lo)}, {_loss(hi)}] ({nums['floor_family']} "
-            f"fit; {agree}); expected further drop {nums['expected_drop']:.3g}, "
-            f"~{nums['epochs_to_go']:.3g} epochs to go")
+    text = (f"floor ≈ {_loss(nums['floor'])} [{_loss(lo)}, {_loss(hi)}] "
+            f"({nums['floor_family']} fit; {agree}); ")
+    if nums.get("lr_frac", math.nan) <= FINISHED_LR:  # the schedule ended: no more of this run
+        return text + (f"a longer run of this schedule could lower it by ~"
+                       f"{nums['expected_drop']:.3g} (the fit's ~{nums['epochs_to_go']:.3g} more "
+                       f"epochs at the curve's pace)")
+    return text + (f"expected further drop {nums['expected_drop']:.3g}, "
+                   f"~{nums['epochs_to_go']:.3g} epochs to go")
 
 
 def _gap_reason(nums: dict) -> str | None:
