@@ -376,3 +376,9 @@ def test_transfer_runs_are_judged_on_their_ce_term():
                      "train_top1": 90.0, "test_top1": 90.0})
     v = judge(recs, schedule="cosine", total_epochs=10)
     assert abs(v.numbers["gap"]) < 0.05, v.numbers  # CE vs test loss, not the combined objective
+
+
+def test_an_open_interval_bound_reads_as_unbounded_not_inf():
+    v = Verdict("converged", ["train loss flat"], {"floor": 0.0221, "floor_ci": (-math.inf, 0.0236)})
+    line = v.one_line()
+    assert "[unbounded, 0.0236]" in line and "inf" not in line

@@ -87,7 +87,7 @@ class Verdict:
         parts = self.reasons[:1]
         floor, ci = self.numbers.get("floor"), self.numbers.get("floor_ci")
         if floor is not None and ci is not None:
-            parts.append(f"floor ≈ {_loss(floor)} [{_loss(ci[0])}, {_loss(ci[1])}]")
+            parts.append(f"floor ≈ {_loss(floor)} {_interval(*ci)}")
         if self.numbers.get("gap") is not None:
             parts.append(f"test−train gap {self.numbers['gap']:.2g} {self.numbers['gap_trend']}")
         return f"{self.label}: " + ", ".join(parts) if parts else self.label
@@ -776,7 +776,7 @@ def _floor_reason(nums: dict) -> str | None:
         f"{k} {_loss(nums['fits'][k]['floor'])}" for k in used)
     if worse:
         agree += f"; {', '.join(worse)} fit worse"
-    text = (f"floor ≈ {_loss(nums['floor'])} [{_loss(lo)}, {_loss(hi)}] "
+    text = (f"floor ≈ {_loss(nums['floor'])} {_interval(lo, hi)} "
             f"({nums['floor_family']} fit; {agree}); ")
     if nums.get("lr_frac", math.nan) <= FINISHED_LR:  # the schedule ended: no more of this run
         return text + (f"a longer run of this schedule could lower it by ~"
@@ -791,6 +791,14 @@ def _gap_reason(nums: dict) -> str | None:
         return None
     return (f"test−train gap {nums['gap']:.3g} ({nums['gap_trend']}, "
             f"{nums['gap_slope']:+.2g}/evaluation)")
+
+
+def _interval(lo: float, hi: float) -> str:
+    """A bootstrap interval; a bound at ±inf (resampled curves that had not bent yet, so their
+    floor sits at the fit's bound) reads as unbounded rather than as a number."""
+    low = "unbounded" if lo == -math.inf else _loss(lo)
+    high = "unbounded" if hi == math.inf else _loss(hi)
+    return f"[{low}, {high}]"
 
 
 def _loss(x: float) -> str:
