@@ -379,6 +379,7 @@ def test_transfer_runs_are_judged_on_their_ce_term():
 
 
 def test_an_open_interval_bound_reads_as_unbounded_not_inf():
-    v = Verdict("converged", ["train loss flat"], {"floor": 0.0221, "floor_ci": (-math.inf, 0.0236)})
+    nums = {"floor": 0.0221, "floor_ci": (-math.inf, 0.0236)}
+    v = Verdict("converged", ["train loss flat"], nums)
     line = v.one_line()
     assert "[unbounded, 0.0236]" in line and "inf" not in line
