@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from lightship.data import load_dataset
 from lightship.errors import UserError
 from lightship.models import create_model
@@ -35,6 +37,17 @@ class ModelSource:
     weights: Path
     meta: dict[str, Any]
     recipe: Recipe | None  # set when the source is a run folder
+
+    @property
+    def name(self) -> str:
+        return self.options["name"]
+
+    def build(self, num_classes: int, in_chans: int, input_size: int) -> nn.Module:
+        """The registry model these weights belong to, with the weights loaded (safetensors)."""
+        options = {k: v for k, v in self.options.items() if k != "name"}
+        model = create_model(self.name, num_classes, in_chans, input_size, **options)
+        load_weights(model, self.weights)
+        return model
 
 
 def resolve_source(target: Path, role: str = "target") -> ModelSource:
@@ -77,7 +90,7 @@ def evaluate_target(target: Path, data: str | None = None, batch_size: int = 512
                     device: str = "auto") -> dict[str, Any]:
     """Evaluate ``target`` (run folder or .safetensors) on ``data`` (default: its own dataset)."""
     src = resolve_source(target)
-    weights, options, recipe = src.weights, dict(src.options), src.recipe
+    weights, recipe = src.weights, src.recipe
     if recipe is not None:
         data = data or recipe.data.name
         subset = {"fraction": recipe.data.fraction, "max_per_class": recipe.data.max_per_class,
@@ -88,13 +101,11 @@ def evaluate_target(target: Path, data: str | None = None, batch_size: int = 512
     dataset = load_dataset(data, **{k: v for k, v in subset.items() if v is not None})
     info = dataset.info
     check_fits(src.meta, weights, data, info)
-    name = options.pop("name")
-    model = create_model(name, info.num_classes, info.in_chans, info.input_size, **options)
-    load_weights(model, weights)
+    model = src.build(info.num_classes, info.in_chans, info.input_size)
     dev = choose_device(device)
     prec = choose_precision("auto", "auto", dev)
     model = model.to(dev, memory_format=prec.memory_format)
     dataset.to(dev)
     res = evaluate(model, dataset, prec, batch_size)
-    return {"model": name, "data": info.name, "n_test": info.n_test, "weights": str(weights),
+    return {"model": src.name, "data": info.name, "n_test": info.n_test, "weights": str(weights),
             **res}

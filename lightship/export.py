@@ -64,21 +64,16 @@ def load_light_net(target: Path) -> tuple[nn.Module, dict[str, Any]]:
     Returns the model in eval mode on the CPU and the export metadata. The weights are read
     through safetensors only.
     """
-    from lightship.models import create_model
-    from lightship.train.checkpoint import load_weights, read_weights
+    from lightship.evaluate import resolve_source
 
     weights = _weights_file(target)
-    _, meta = read_weights(weights)
+    src = resolve_source(weights, role="export source")  # refuses files without our metadata
+    meta = src.meta
     missing = [k for k in META_KEYS if k not in meta]
-    if meta.get("format") != "lightship-weights-1" or missing:
-        raise UserError(f"{weights} has no lightship metadata ({', '.join(missing) or 'format'} "
-                        "missing); export the run folder it came from")
-    options = dict(meta["model_options"])
-    name = options.pop("name", meta["model"])
-    model = create_model(name, meta["num_classes"], meta["in_chans"], meta["input_size"],
-                         **options)
-    load_weights(model, weights)
-    model.eval()
+    if missing:
+        raise UserError(f"{weights} has no lightship metadata ({', '.join(missing)} missing); "
+                        "export the run folder it came from")
+    model = src.build(meta["num_classes"], meta["in_chans"], meta["input_size"]).eval()
     info = {k: meta[k] for k in META_KEYS}
     info.update({
         "format": "lightship-export-1",

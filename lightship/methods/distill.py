@@ -32,9 +32,8 @@ from torch import Tensor, nn
 from lightship.errors import UserError
 from lightship.methods.attention import at_loss
 from lightship.methods.kd import dkd_loss, dkd_warmup, hint_loss, kd_loss
-from lightship.models import Taps, create_model
+from lightship.models import Taps
 from lightship.recipe import MethodCfg
-from lightship.train.checkpoint import load_weights
 
 
 def load_teacher(cfg: MethodCfg, num_classes: int, in_chans: int, input_size: int) -> nn.Module:
@@ -44,19 +43,16 @@ def load_teacher(cfg: MethodCfg, num_classes: int, in_chans: int, input_size: in
         raise UserError(f"method {cfg.name} needs exactly one teacher: give --teacher RUN_DIR "
                         "(or set method.teacher.run=RUN_DIR or "
                         "method.teacher.weights=FILE.safetensors)")
+    from lightship.evaluate import ModelSource, resolve_source
+
     if t.model is not None:  # a plain state_dict: the architecture comes from the recipe
         if t.weights is None:
             raise UserError("method.teacher.model names the architecture of a plain weights file; "
                             "use it with --teacher FILE.safetensors (a run folder knows its own)")
-        teacher = create_model(t.model, num_classes, in_chans, input_size)
-        load_weights(teacher, Path(t.weights))
-        teacher.requires_grad_(False)
-        teacher.train(t.train_bn)
-        return teacher
-    from lightship.evaluate import resolve_source
-
-    src = resolve_source(Path(t.run if t.run is not None else t.weights), role="teacher")
-    options, weights, meta = dict(src.options), src.weights, src.meta
+        src = ModelSource({"name": t.model}, Path(t.weights), {}, None)
+    else:
+        src = resolve_source(Path(t.run if t.run is not None else t.weights), role="teacher")
+    meta = src.meta
     if meta.get("num_classes") not in (None, num_classes):
         raise UserError(f"teacher predicts {meta['num_classes']} classes but the data has "
                         f"{num_classes}; use a teacher trained on this dataset")
@@ -65,9 +61,7 @@ def load_teacher(cfg: MethodCfg, num_classes: int, in_chans: int, input_size: in
         raise UserError(f"teacher expects {meta.get('in_chans')}×{meta.get('input_size')}² inputs "
                         f"but the data gives {in_chans}×{input_size}²; use a teacher trained at "
                         "this input shape")
-    name = options.pop("name")
-    teacher = create_model(name, num_classes, in_chans, input_size, **options)
-    load_weights(teacher, weights)
+    teacher = src.build(num_classes, in_chans, input_size)
     teacher.requires_grad_(False)
     teacher.train(t.train_bn)
     return teacher

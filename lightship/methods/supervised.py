@@ -18,12 +18,21 @@ class Supervised:
     """
 
     name = "supervised"
+    side_optimizer = None  # partners with their own optimizer (discriminators): none here
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         self.label_smoothing = label_smoothing
 
     def trainable(self) -> dict[str, nn.Module]:
         """Extra trainable modules besides the student (boosters, peers); none here."""
+        return {}
+
+    def partners(self) -> dict[str, nn.Module]:
+        """Modules a checkpoint keeps besides the student; none here."""
+        return {}
+
+    def evaluated(self) -> dict[str, nn.Module]:
+        """Partners whose test accuracy is logged; none here."""
         return {}
 
     def loss(self, model: nn.Module, x: Tensor, target: Tensor

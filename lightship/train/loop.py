@@ -8,7 +8,6 @@ Randomness of each batch comes from (seed, epoch, batch index), so resume contin
 
 from __future__ import annotations
 
-import errno
 import math
 import sys
 import time
@@ -20,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -212,11 +210,8 @@ def _train(recipe: Recipe, resume: str | Path | None, world: World, device_setti
         return _run(recipe, paths, data, model, objective, teacher_eval, prec, augment,
                     steps_per_epoch, stats, resume is not None, progress, stop_after_epochs, quiet,
                     world)
-    except (OSError, SafetensorError) as exc:  # disk full, folder not writable: one line
-        if not isinstance(exc, OSError) or exc.errno is None:
-            exc = OSError(errno.ENOSPC if "No space" in str(exc) else errno.EIO, str(exc))
-        raise write_error(Path(getattr(exc, "filename", None) or paths.root), exc,
-                          paths.root) from None
+    except OSError as exc:  # disk full, folder not writable: one line naming the file
+        raise write_error(Path(exc.filename or paths.root), exc, paths.root) from None
     finally:
         lock.release()
 
@@ -225,18 +220,16 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
          teacher_eval: dict[str, float], prec: Precision,
          augment: Augment, steps_per_epoch: int, stats: dict[str, int], resuming: bool,
          progress: bool | None, stop_after_epochs: int | None, quiet: bool,
-         world: World | None = None) -> RunResult:
+         world: World) -> RunResult:
     t, info = recipe.train, data.info
-    world = world or World()
     global_batch = t.batch_size * world.size
     trainable = objective.trainable()
     # Partners (booster, peers, adapters) share the student's optimizer and schedule; shared
     # parameters (Rocket) appear once.
     stepped = nn.ModuleDict({"student": model, **trainable}) if trainable else model
     optimizer = make_optimizer(stepped, recipe.optim, global_batch)
-    side = getattr(objective, "side_optimizer", None)
-    partners = objective.partners() if hasattr(objective, "partners") else {}
-    evaluated = objective.evaluated() if hasattr(objective, "evaluated") else {}
+    side, partners, evaluated = (objective.side_optimizer, objective.partners(),
+                                 objective.evaluated())
     distilling = objective.name != "supervised"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # SequentialLR's epoch-argument notice
