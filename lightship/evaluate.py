@@ -94,7 +94,8 @@ def evaluate_target(target: Path, data: str | None = None, batch_size: int = 512
     if recipe is not None:
         data = data or recipe.data.name
         subset = {"fraction": recipe.data.fraction, "max_per_class": recipe.data.max_per_class,
-                  "seed": recipe.data.seed, "image_size": recipe.data.image_size}
+                  "seed": recipe.data.seed, "image_size": recipe.data.image_size,
+                  "folds": recipe.data.folds, "fold": recipe.data.fold}
     else:
         data = data or src.meta["data"]
         subset = {"image_size": src.meta.get("input_size")}

@@ -40,7 +40,13 @@ class DataCfg(_Section):
     2019, "Rethinking ImageNet Pre-training")."""
     max_per_class: int | None = Field(None, ge=1)
     seed: int = 0
-    """Seed of the subset draw (independent of the training seed)."""
+    """Seed of the subset draw and of the K-fold split (independent of the training seed)."""
+    folds: int | None = Field(None, ge=2)
+    """Stratified K-fold over all images of a built-in dataset (mnist5k, digits, synthetic): their
+    train and test images are pooled and fold `data.fold` is the test part (never trained on);
+    None = the dataset's own split. Refused for datasets with a fixed test split (CIFAR, IDX)."""
+    fold: int = Field(0, ge=0)
+    """Which of the `data.folds` folds is the test part (0..folds-1)."""
     image_size: int | None = Field(None, ge=4)
     """ImageFolder only: images are resized to this square size."""
     workers: int = Field(2, ge=0)
@@ -263,6 +269,11 @@ class Recipe(_Section):
             )
         if self.augment.mix_off_epochs > self.train.epochs:
             raise ValueError("augment.mix_off_epochs must not exceed train.epochs")
+        d = self.data
+        if d.folds is None and d.fold:
+            raise ValueError("data.fold needs data.folds (the number of folds), e.g. data.folds=5")
+        if d.folds is not None and d.fold >= d.folds:
+            raise ValueError(f"data.fold ({d.fold}) must be below data.folds ({d.folds})")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -149,12 +149,19 @@ class TensorData(BatchPlan):
         """Yield the whole test split in order, normalised, unaugmented (last batch may be
         short)."""
         check_batch_size(batch_size)
-        return self._test_iter(batch_size, channels_last)
+        return self._ordered(self.x_test, self.y_test, batch_size, channels_last)
 
-    def _test_iter(self, bs: int, channels_last: bool) -> Iterator[tuple[Tensor, Tensor]]:
-        for i in range(0, len(self.x_test), bs):
-            x = normalise(self.x_test[i:i + bs], self._scale, self._shift, channels_last)
-            yield x, self.y_test[i:i + bs]
+    def train_eval_batches(self, batch_size: int, *,
+                           channels_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield the whole training split in order, normalised, unaugmented, as test_batches
+        does for the test split (to measure how well the training images are fit)."""
+        check_batch_size(batch_size)
+        return self._ordered(self.x_train, self.y_train, batch_size, channels_last)
+
+    def _ordered(self, xs: Tensor, ys: Tensor, bs: int,
+                 channels_last: bool) -> Iterator[tuple[Tensor, Tensor]]:
+        for i in range(0, len(xs), bs):
+            yield normalise(xs[i:i + bs], self._scale, self._shift, channels_last), ys[i:i + bs]
 
 
 def _resize(x: np.ndarray, size: int) -> np.ndarray:

@@ -174,7 +174,8 @@ def _train(recipe: Recipe, resume: str | Path | None, world: World, device_setti
     check_norm(recipe.model.norm)
     data = load_dataset(recipe.data.name, fraction=recipe.data.fraction,
                         max_per_class=recipe.data.max_per_class, seed=recipe.data.seed,
-                        image_size=recipe.data.image_size, workers=recipe.data.workers)
+                        image_size=recipe.data.image_size, workers=recipe.data.workers,
+                        folds=recipe.data.folds, fold=recipe.data.fold)
     info = data.info
     steps_per_epoch = data.steps_per_epoch(t.batch_size, world.size)
     torch.manual_seed(t.seed)
