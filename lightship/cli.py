@@ -200,6 +200,9 @@ def make_parser() -> argparse.ArgumentParser:
     from lightship.probes.cli import add_probe_parser
 
     add_probe_parser(sub)
+    from lightship.studies.cli import add_study_parser
+
+    add_study_parser(sub)
 
     p = sub.add_parser("models", help="list models with parameters and MACs")
     p.add_argument("--data", default="mnist5k", help="dataset that sets input size and classes")

@@ -13,6 +13,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from lightship.report.tensorboard import write_scalars
 
     runs = [Path(r) for r in args.runs]
+    from lightship.studies.cli import is_study, report_study
+
+    if len(runs) == 1 and is_study(runs[0]):  # a study folder: its analysis and one cell per arm
+        if args.reference or args.tensorboard or args.tensorboard_dir:
+            raise UserError("--reference and --tensorboard take run folders, not a study "
+                            "folder; give the study's cell folders (STUDY/cells/ARM/CELL)")
+        for line in report_study(runs[0], Path(args.output) if args.output else None):
+            print(line)
+        return 0
     if args.output:
         output = Path(args.output)
     elif len(runs) == 1:
@@ -54,7 +63,9 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
     """Add the `report` subcommand to the CLI's subparsers."""
     p = sub.add_parser("report", help="HTML report of run folders: curves, loss terms, LR, "
                        "verdicts, comparison table")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run folders, or one study folder (lightship study): refreshes its "
+                   "study.md/study.json and reports one paired cell per arm")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="HTML file to write (default RUN_DIR/report.html for one run, "
                    "report.html for several)")
