@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -124,7 +125,7 @@ def eval_curves(root: Path) -> dict[str, list[float]]:
     try:
         records = read_metrics(root / "metrics.jsonl")
     except OSError:
-        return {}
+        records = []
     for r in records:
         if r.get("kind") == "eval":
             by_epoch[int(r["epoch"])] = r
@@ -138,13 +139,14 @@ def eval_curves(root: Path) -> dict[str, list[float]]:
 
 def mean_curve(curves: list[dict[str, list[float]]], key: str) -> tuple[np.ndarray, np.ndarray]:
     """Epochs and the mean of ``key`` over the curves that reach each epoch."""
-    if not curves:
+    n = max((len(c["epoch"]) for c in curves), default=0)
+    if n == 0:
         return np.array([]), np.array([])
-    n = max(len(c["epoch"]) for c in curves)
     ys = np.full((len(curves), n), np.nan)
     for i, c in enumerate(curves):
         ys[i, :len(c[key])] = c[key]
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():  # epochs without a test pass are all-NaN columns
+        warnings.simplefilter("ignore", RuntimeWarning)
         return np.arange(1, n + 1, dtype=float), np.nanmean(ys, axis=0)
 
 

@@ -31,6 +31,9 @@ class Budget:
     """What this budget keeps and what it scales down relative to the paper."""
     options: dict[str, Any] = field(default_factory=dict)
     """Study-specific knobs (depths, widths, model, batch size, data fraction)."""
+    final_eval_only: bool = False
+    """Evaluate on the test part only after the last epoch (quick budgets: the test pass would
+    cost more than the training)."""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ class Degradation(Study):
         "quick": Budget("quick", epochs=1, seeds=1, folds=2, note=(
             "depths 8/14/20 at width ×0.25, 1 epoch on 10 % of each fold's training digits: "
             "checks the machinery only"), options={"depths": (8, 14, 20), "width": 0.25,
-                                                   "fraction": 0.1}),
+                                                   "fraction": 0.1}, final_eval_only=True),
         "default": Budget("default", epochs=10, seeds=2, folds=2, note=(
             "the paper's depths 20/32/56 and recipe, scaled down: width ×0.25 (4/8/16 "
             "channels instead of 16/32/64), MNIST-5k instead of CIFAR-10, 10 epochs of 2,500 "

@@ -141,6 +141,8 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                         arm.name), "run.name": cell_name(seed, fold), **arm.overrides}
                 if k is not None:
                     over.update({"data.folds": k, "data.fold": fold})
+                if budget.final_eval_only:  # the loop always evaluates the last epoch
+                    over["train.eval_every"] = 10**6
                 recipe = build_recipe(arm.preset, over)
                 cells.append(Cell(arm.name, seed, fold, rel, recipe,
                                   arm.cost * recipe.train.epochs))

@@ -32,7 +32,8 @@ class Tricks(Study):
         "quick": Budget("quick", epochs=2, seeds=1, folds=2, note=(
             "resnet10 ×0.125, 2 epochs (mixup rows 3) on 10 % of each fold's training digits: "
             "checks the machinery only"),
-            options={"model": "resnet10", "width": 0.125, "batch": 16, "fraction": 0.1}),
+            options={"model": "resnet10", "width": 0.125, "batch": 16, "fraction": 0.1},
+            final_eval_only=True),
         "default": Budget("default", epochs=10, seeds=1, folds=5, note=(
             "the paper's values on a small net: ImageNet-style resnet10 at width ×0.125 "
             "(basic blocks, so the ResNet-B row, which only moves a bottleneck's stride, is the "

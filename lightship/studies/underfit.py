@@ -32,7 +32,8 @@ class Underfit(Study):
     budgets = {
         "quick": Budget("quick", epochs=3, seeds=1, folds=2, note=(
             "resnet8 ×0.125/×0.5/×1, 3 epochs on 10 % of each fold's training digits: checks "
-            "the machinery only"), options={"widths": (0.125, 0.5, 1.0), "fraction": 0.1}),
+            "the machinery only"), options={"widths": (0.125, 0.5, 1.0), "fraction": 0.1},
+            final_eval_only=True),
         "default": Budget("default", epochs=15, seeds=1, folds=3, note=(
             "resnet8 at widths ×0.125, ×0.25, ×0.5, ×1 and ×2 (the heavy end and the "
             "diagnose reference), the default recipe (SGD 0.1, wd 1e-4, ÷10 at 50/75 %), "
