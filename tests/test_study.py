@@ -1,5 +1,6 @@
 """`lightship study`: paired statistics, the K-fold split, bad input, resume after a kill, the
-parallel path, verdict wording and `lightship report STUDY_DIR`.
+parallel path (the re-run after the kill uses two workers), verdict wording and
+`lightship report STUDY_DIR`.
 
 End-to-end runs use the quick budget on synthetic data (a built-in, so K-fold applies): the
 machinery is the same as on MNIST-5k, the runs take seconds.
@@ -238,7 +239,7 @@ def _stable(obj):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("study") / "whole"
-    proc = subprocess.run(_cmd(out), env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(_cmd(out), env=_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "6/6 cells" in proc.stdout
     return out
@@ -252,12 +253,13 @@ def _snapshot(out: Path) -> dict[str, tuple[int, int]]:
     return snap
 
 
+@pytest.mark.timeout(1200)  # three short studies; minutes only when the machine is shared
 def test_killed_study_resumes_and_ends_like_an_uninterrupted_one(uninterrupted, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(out), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     victim = None
-    deadline = time.time() + 300
+    deadline = time.time() + 600
     try:
         while time.time() < deadline and proc.poll() is None:
             done = list((out / "cells").glob("*/*/cell.json"))
@@ -276,7 +278,10 @@ def test_killed_study_resumes_and_ends_like_an_uninterrupted_one(uninterrupted, 
     finished = _snapshot(out)
     assert finished and str(victim.relative_to(out)) not in finished
 
-    again = subprocess.run(_cmd(out), env=_env(), capture_output=True, text=True, timeout=600)
+    # The re-run also takes the parallel path: two worker processes, one torch thread each (as
+    # the reference's single process), must give the same numbers.
+    again = subprocess.run(_cmd(out, jobs=2), env=_env(), capture_output=True, text=True,
+                           timeout=1200)
     assert again.returncode == 0, again.stderr[-2000:]
     after = _snapshot(out)
     for cell, stamp in finished.items():
@@ -288,18 +293,7 @@ def test_killed_study_resumes_and_ends_like_an_uninterrupted_one(uninterrupted, 
     want = json.loads((uninterrupted / "study.json").read_text())
     assert got["complete"] and got["cells_done"] == 6
     assert _stable(got) == _stable(want)
-    assert len(got["sessions"]) == 1  # the killed session never reached study.json
-
-
-def test_two_jobs_give_the_same_study(uninterrupted, tmp_path):
-    out = tmp_path / "jobs2"
-    proc = subprocess.run(_cmd(out, jobs=2), env=_env(), capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads((out / "study.json").read_text())
-    want = json.loads((uninterrupted / "study.json").read_text())
-    assert _stable(got) == _stable(want)  # one torch thread per worker, as in the reference
-    assert got["sessions"][-1]["jobs"] == 2
+    assert [s["jobs"] for s in got["sessions"]] == [2]  # the killed session wrote nothing
 
 
 def test_report_accepts_a_study_folder(uninterrupted, capsys):

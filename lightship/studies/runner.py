@@ -8,7 +8,8 @@ Study folder::
     <out>/curves/<arm>.png, <plots>.png  learning curves per arm, the study's own figures
 
 Re-running the same command skips done cells and resumes a killed one from its last checkpoint.
-``jobs > 1`` trains cells in that many worker processes with cores // jobs torch threads each.
+``jobs > 1`` trains cells in that many worker processes with cores // jobs torch threads each
+(or OMP_NUM_THREADS, if that is lower).
 """
 
 from __future__ import annotations
@@ -316,6 +317,8 @@ def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # a lower limit set by the user wins
+        threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                                initargs=(threads, os.getpid()))
