@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,14 @@ def cmd_study(args: argparse.Namespace) -> int:
                 split = f"{bud.folds} folds" if bud.folds else "own test split"
                 print(f"  {b}: {bud.epochs} epochs, {bud.seeds} seed(s), {split}; {bud.note}")
         return 0
-    res = run_study(args.name, budget=args.budget, seeds=args.seeds, folds=args.folds,
-                    jobs=args.jobs, out=args.out, data=args.data,
-                    progress=False if args.no_progress else None, command=command_line())
+    try:
+        res = run_study(args.name, budget=args.budget, seeds=args.seeds, folds=args.folds,
+                        jobs=args.jobs, out=args.out, data=args.data,
+                        progress=False if args.no_progress else None, command=command_line())
+    except KeyboardInterrupt:
+        print("lightship: interrupted; run the same command again to continue the study "
+              "(finished cells are kept, the interrupted one resumes)", file=sys.stderr)
+        return 130
     out = res.plan.out
     print(f"study {res.study.name} ({res.budget.name}): {res.n_done}/{res.n_total} cells; "
           f"{out / 'study.md'}")
