@@ -263,6 +263,17 @@ def _duration(seconds: float | None) -> str:
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
+def _wall_line(wall: dict[str, Any]) -> str:
+    sessions = wall.get("sessions") or []
+    if not sessions:
+        return "- wall time: no session of `lightship study` has finished yet"
+    parts = [f"{_duration(s['wall_time_s'])} (--jobs {s['jobs']}, load average "
+             f"{s['load']['start']} → {s['load']['end']})" for s in sessions]
+    total = sum(s["wall_time_s"] for s in sessions)
+    return (f"- wall time {_duration(total)} on {wall.get('cores', '?')} cores, in "
+            f"{len(sessions)} session(s): " + "; ".join(parts))
+
+
 def to_markdown(res: Analysis, verdicts: list[str], wall: dict[str, Any],
                 figures: list[str]) -> str:
     plan, study = res.plan, res.study
@@ -274,10 +285,7 @@ def to_markdown(res: Analysis, verdicts: list[str], wall: dict[str, Any],
              f"- budget **{res.budget.name}**: {res.budget.note}",
              f"- data: {split}; seeds {', '.join(map(str, plan.seeds))}; "
              f"{res.n_done}/{res.n_total} cells done",
-             f"- wall time {_duration(wall.get('wall_time_s'))} in this session "
-             f"(load average {wall.get('load', {}).get('start', '?')} at start, "
-             f"{wall.get('load', {}).get('end', '?')} at end; {wall.get('cores', '?')} cores, "
-             f"--jobs {wall.get('jobs', '?')})", ""]
+             _wall_line(wall), ""]
     if res.budget.name == "quick":
         lines += ["**Quick budget: this checks the machinery, the numbers do not test the "
                   "claim.**", ""]

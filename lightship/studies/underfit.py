@@ -71,7 +71,7 @@ class Underfit(Study):
         names = [f"resnet8-{_wname(w)}" for w in ws]
         ce = [res.mean(n, "train_ce") for n in names]
         if any(v is None for v in ce):
-            return [f"not settled: some arms have no finished cell{res.pending_note()}"]
+            return ["not settled: some arms have no finished cell yet"]
         steps = [res.diff(a, b, "train_ce") for a, b in zip(names, names[1:], strict=False)]
         falls = all(d is not None and d.sign < 0 for d in steps)
         n_down = sum(1 for d in steps if d is not None and d.sign < 0)
