@@ -25,7 +25,7 @@ from lightship.data import load_dataset
 from lightship.data.builtin import _mnist5k_arrays
 from lightship.data.folds import kfold_indices
 from lightship.studies import get_study
-from lightship.studies.analysis import write_outputs
+from lightship.studies.analysis import Analysis, to_markdown
 from lightship.studies.runner import make_plan
 from lightship.studies.stats import paired
 
@@ -198,20 +198,18 @@ def test_degradation_verdicts_follow_the_numbers(tmp_path):
     study = get_study("degradation")
     plan = make_plan(study, "default", seeds=None, folds=None, data="mnist5k",
                      out=tmp_path / "s", command="test")
-    (tmp_path / "s").mkdir()
     paper_like = {"plain20": 0.05, "plain32": 0.08, "plain56": 0.15, "resnet20": 0.05,
                   "resnet32": 0.04, "resnet56": 0.03, "resnet20-B": 0.05}
-    res = write_outputs(plan, _fake(plan, paper_like), {})
-    lines = study.verdicts(res)
+    lines = study.verdicts(Analysis(plan, _fake(plan, paper_like)))
     assert lines[0].startswith("agrees with He et al. 2016") and "rises at every step" in lines[0]
     assert lines[1].startswith("agrees with") and lines[2].startswith("agrees with")
     assert lines[3].startswith("agrees with") and "small difference" in lines[3]
     reversed_ = dict(paper_like, plain20=0.15, plain56=0.05)
-    lines = study.verdicts(write_outputs(plan, _fake(plan, reversed_), {}))
-    assert lines[0].startswith("does not agree with") and "−0.1" not in lines[0]
-    assert "-0.1000" in lines[0]
-    md = (tmp_path / "s" / "study.md").read_text()
-    assert "| plain-56 |" in md and "does not agree" in md
+    res = Analysis(plan, _fake(plan, reversed_))
+    lines = study.verdicts(res)
+    assert lines[0].startswith("does not agree with") and "-0.1000" in lines[0]
+    md = to_markdown(res, lines, {}, [])
+    assert "| plain-56 |" in md and "does not agree" in md and "| 4/4 |" in md
 
 
 # ---------------------------------------------------------------- end to end
