@@ -128,9 +128,12 @@ class Degradation(Study):
         b = res.diff(f"resnet{lo}", f"resnet{lo}-B", "test_top1")
         small = (b is not None and b.lo is not None and b.hi is not None
                  and -1.0 <= b.lo and b.hi <= 1.0)
+        large = b is not None and b.lo is not None and (b.lo > 1.0 or b.hi < -1.0)
         text = (f"shortcut B − A at depth {lo}: test top-1 {b.text() if b else '—'} points, "
-                + ("a small difference (interval within ±1 point)" if small
-                   else "not within ±1 point"))
+                + ("a small difference (interval within ±1 point)" if small else
+                   "a large difference (interval beyond ±1 point)" if large else
+                   "not shown small: the interval reaches beyond ±1 point (too few cells or "
+                   "too much spread to tell)"))
         lines.append(agree("He et al. 2016 (Table 3)", small, text))
         return lines
 
