@@ -108,6 +108,8 @@ def _npz(tmp_path: Path) -> Path:
     (["study", "degradation", "--budget", "default", "--out", "OTHER"],
      "was made with budget 'quick', not 'default'"),
     (["study", "tricks", "--out", "JUNK"], "is not empty and holds no study"),
+    (["study", "degradation", "--arms", "resnet21", "--out", "NEW"],
+     "has no arm 'resnet21' (did you mean"),
     (["train", "--data", "NPZ", "--set", "data.folds=3"], "data.folds needs a dataset without"),
     (["train", "--set", "data.fold=2"], "data.fold needs data.folds"),
 ])
@@ -210,6 +212,19 @@ def test_degradation_verdicts_follow_the_numbers(tmp_path):
     assert lines[0].startswith("does not agree with") and "-0.1000" in lines[0]
     md = to_markdown(res, lines, {}, [])
     assert "| plain-56 |" in md and "does not agree" in md and "| 4/4 |" in md
+
+
+def test_chosen_arms_only_train_those_and_judge_what_they_can(tmp_path):
+    study = get_study("degradation")
+    plan = make_plan(study, "default", seeds=6, folds=None, data="mnist5k", out=tmp_path / "s",
+                     command="test", arms=["resnet20", "resnet20-B"])
+    assert {c.arm for c in plan.cells} == {"resnet20", "resnet20-B"} and len(plan.cells) == 24
+    assert [a["name"] for a in plan.to_dict()["arms"]] == ["resnet20", "resnet20-B"]
+    res = Analysis(plan, _fake(plan, {"resnet20": 0.05, "resnet20-B": 0.05}))
+    lines = study.verdicts(res)
+    assert lines[0].startswith("not settled: plain-20 and plain-56")
+    assert "over 12 paired cells" in lines[-1] and lines[-1].startswith("agrees with")
+    assert {c.label for c, _ in res.comparisons} == {"shortcut B vs A at depth 20"}
 
 
 # ---------------------------------------------------------------- end to end

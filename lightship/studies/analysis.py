@@ -77,7 +77,7 @@ class Analysis:
     def __init__(self, plan: Plan, records: dict[str, dict]) -> None:
         self.plan = plan
         self.study, self.budget = plan.study, plan.budget
-        self.arm_list = plan.study.arms(plan.budget)
+        self.arm_list = plan.arms
         self.records = records
         self.arms: dict[str, ArmStats] = {}
         for arm in self.arm_list:
@@ -89,22 +89,24 @@ class Analysis:
         self.n_done = sum(len(a.cells) + len(a.failed) for a in self.arms.values())
         self.n_total = len(plan.cells)
         self.comparisons = [(c, self.diff(c.a, c.b, c.metric))
-                            for c in plan.study.comparisons(plan.budget)]
+                            for c in plan.study.comparisons(plan.budget)
+                            if c.a in self.arms and c.b in self.arms]
 
     @property
     def complete(self) -> bool:
         return self.n_done == self.n_total
 
     def arm(self, name: str) -> ArmStats:
-        return self.arms[name]
+        """The arm's statistics; an arm left out with --arms has no cells."""
+        return self.arms.get(name) or ArmStats(Arm(name, name, "", {}), [], 0)
 
     def mean(self, name: str, key: str) -> float | None:
-        return self.arms[name].stat(key).mean
+        return self.arm(name).stat(key).mean
 
     def diff(self, a: str, b: str, metric: str) -> Paired | None:
-        """Paired b − a over the (seed, fold) cells both arms finished."""
-        ca = {(c["seed"], c["fold"]): c for c in self.arms[a].cells}
-        cb = {(c["seed"], c["fold"]): c for c in self.arms[b].cells}
+        """Paired b − a over the (seed, fold) cells both arms finished (None: no such cell)."""
+        ca = {(c["seed"], c["fold"]): c for c in self.arm(a).cells}
+        cb = {(c["seed"], c["fold"]): c for c in self.arm(b).cells}
         keys = sorted(set(ca) & set(cb), key=lambda k: (k[0], -1 if k[1] is None else k[1]))
         if not keys:
             return None
@@ -151,7 +153,7 @@ def mean_curve(curves: list[dict[str, list[float]]], key: str) -> tuple[np.ndarr
 
 
 def arm_curves(res: Analysis, name: str) -> list[dict[str, list[float]]]:
-    return [eval_curves(res.plan.out / c["run"]) for c in res.arms[name].cells]
+    return [eval_curves(res.plan.out / c["run"]) for c in res.arm(name).cells]
 
 
 def plot_arm(res: Analysis, name: str):
@@ -173,7 +175,7 @@ def plot_arm(res: Analysis, name: str):
     loss_ax.set_ylabel("train loss (logged objective)")
     loss_ax.set_yscale("log")
     acc_ax.set_ylabel("test top-1 (%)")
-    fig.suptitle(f"{res.study.name}: {res.arms[name].arm.label}")
+    fig.suptitle(f"{res.study.name}: {res.arm(name).arm.label}")
     return fig
 
 

@@ -98,42 +98,52 @@ class Degradation(Study):
     def verdicts(self, res) -> list[str]:
         ds = res.budget.options["depths"]
         lo, hi = ds[0], ds[-1]
-        lines = []
         ce = {f"{k}{d}": res.mean(f"{k}{d}", "train_ce") for k in ("plain", "resnet")
               for d in ds}
-        if any(v is None for v in ce.values()):
-            return ["not settled: some arms have no finished cell yet"]
 
         def series(kind: str) -> str:
-            return " → ".join(f"{ce[f'{kind}{d}']:.4f}" for d in ds)
+            return " → ".join("—" if ce[f"{kind}{d}"] is None else f"{ce[f'{kind}{d}']:.4f}"
+                              for d in ds)
 
+        lines = []
         p = res.diff(f"plain{lo}", f"plain{hi}", "train_ce")
-        rising = all(ce[f"plain{a}"] < ce[f"plain{b}"] for a, b in zip(ds, ds[1:], strict=False))
-        ok = p is not None and p.sign > 0
-        text = (f"plain nets' final train CE over depths {'/'.join(map(str, ds))}: "
-                f"{series('plain')} ({'rises at every step' if rising else 'not monotone'}); "
-                f"plain-{hi} − plain-{lo} = {p.text('+.4f') if p else '—'}")
-        lines.append(agree(PAPER, ok, text + ("" if ok else
-                                              " — the interval does not lie above 0")))
+        if p is None:
+            lines.append(f"not settled: plain-{lo} and plain-{hi} share no finished cell")
+        else:
+            vals = [ce[f"plain{d}"] for d in ds]
+            rising = None not in vals and all(a < b for a, b in zip(vals, vals[1:],
+                                                                   strict=False))
+            text = (f"plain nets' final train CE over depths {'/'.join(map(str, ds))}: "
+                    f"{series('plain')} ({'rises at every step' if rising else 'not monotone'}"
+                    f"); plain-{hi} − plain-{lo} = {p.text('+.4f')}")
+            lines.append(agree(PAPER, p.sign > 0, text + (
+                "" if p.sign > 0 else " — the interval does not lie above 0")))
         r = res.diff(f"resnet{lo}", f"resnet{hi}", "train_ce")
-        ok = r is not None and r.sign <= 0
-        text = (f"residual nets' final train CE: {series('resnet')}; residual-{hi} − "
-                f"residual-{lo} = {r.text('+.4f') if r else '—'}")
-        lines.append(agree(PAPER, ok, text + (" (does not rise)" if ok else
-                                              " — rises with depth, significantly")))
+        if r is None:
+            lines.append(f"not settled: residual-{lo} and residual-{hi} share no finished cell")
+        else:
+            ok = r.sign <= 0
+            text = (f"residual nets' final train CE: {series('resnet')}; residual-{hi} − "
+                    f"residual-{lo} = {r.text('+.4f')}")
+            lines.append(agree(PAPER, ok, text + (" (does not rise)" if ok else
+                                                  " — rises with depth, significantly")))
         g = res.diff(f"resnet{hi}", f"plain{hi}", "train_ce")
-        ok = g is not None and g.sign > 0
-        lines.append(agree(PAPER, ok, f"at depth {hi} the shortcuts lower the train CE: plain − "
-                                      f"residual = {g.text('+.4f') if g else '—'}"))
+        if g is None:
+            lines.append(f"not settled: plain-{hi} and residual-{hi} share no finished cell")
+        else:
+            lines.append(agree(PAPER, g.sign > 0, f"at depth {hi} the shortcuts lower the train "
+                                                  f"CE: plain − residual = {g.text('+.4f')}"))
         b = res.diff(f"resnet{lo}", f"resnet{lo}-B", "test_top1")
-        small = (b is not None and b.lo is not None and b.hi is not None
-                 and -1.0 <= b.lo and b.hi <= 1.0)
-        large = b is not None and b.lo is not None and (b.lo > 1.0 or b.hi < -1.0)
-        text = (f"shortcut B − A at depth {lo}: test top-1 {b.text() if b else '—'} points, "
-                + ("a small difference (interval within ±1 point)" if small else
-                   "a large difference (interval beyond ±1 point)" if large else
-                   "not shown small: the interval reaches beyond ±1 point (too few cells or "
-                   "too much spread to tell)"))
+        if b is None:
+            lines.append(f"not settled: shortcut A and B at depth {lo} share no finished cell")
+            return lines
+        small = b.lo is not None and b.hi is not None and -1.0 <= b.lo and b.hi <= 1.0
+        large = b.lo is not None and b.hi is not None and (b.lo > 1.0 or b.hi < -1.0)
+        text = (f"shortcut B − A at depth {lo}: test top-1 {b.text()} points over {b.n} paired "
+                "cells, " + ("a small difference (interval within ±1 point)" if small else
+                             "a large difference (interval beyond ±1 point)" if large else
+                             "not shown small: the interval reaches beyond ±1 point (too few "
+                             "cells or too much spread to tell)"))
         lines.append(agree("He et al. 2016 (Table 3)", small, text))
         return lines
 

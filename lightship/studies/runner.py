@@ -30,7 +30,7 @@ from lightship.data.builtin import BUILTINS
 from lightship.errors import UserError, closest
 from lightship.recipe import Recipe, build_recipe
 from lightship.runs import write_json
-from lightship.studies.base import BUDGETS, Budget, Study
+from lightship.studies.base import BUDGETS, Arm, Budget, Study
 from lightship.studies.cells import CELL_FILE, cell_state, recipe_differs, run_cell
 
 PLAN_FORMAT = "lightship-study-1"
@@ -61,13 +61,15 @@ class Plan:
     out: Path
     cells: list[Cell]
     command: str
+    arms: list[Arm]
+    """The arms this plan trains (all of the study's, or those chosen with --arms)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "study": self.study.name, "budget": self.budget.name,
                 "data": self.data, "folds": self.folds, "seeds": self.seeds,
                 "command": self.command,
                 "arms": [{"name": a.name, "label": a.label, "preset": a.preset,
-                          "overrides": a.overrides} for a in self.study.arms(self.budget)]}
+                          "overrides": a.overrides} for a in self.arms]}
 
 
 def cell_name(seed: int, fold: int | None) -> str:
@@ -103,9 +105,9 @@ def read_plan(out: Path) -> dict[str, Any] | None:
 
 
 def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int | None,
-              data: str, out: Path, command: str) -> Plan:
-    """Check the options and build the grid; refuse a folder made by another study or with
-    other options (one line each)."""
+              data: str, out: Path, command: str, arms: list[str] | None = None) -> Plan:
+    """Check the options and build the grid (of the ``arms`` named, default all); refuse a
+    folder made by another study or with other options (one line each)."""
     if budget_name not in BUDGETS:
         raise UserError(f"unknown budget '{budget_name}'{closest(budget_name, BUDGETS)}; "
                         f"budgets: {', '.join(BUDGETS)}")
@@ -133,8 +135,16 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
             if saved.get(key) != value:
                 raise UserError(f"{out} was made with {key} {saved.get(key)!r}, not {value!r}; "
                                 "re-run with the same options or give another --out")
+    chosen = study.arms(budget)
+    if arms:
+        known = [a.name for a in chosen]
+        for name in arms:
+            if name not in known:
+                raise UserError(f"--arms: study {study.name} has no arm '{name}'"
+                                f"{closest(name, known)}; its arms: {', '.join(known)}")
+        chosen = [a for a in chosen if a.name in arms]
     cells = []
-    for arm in study.arms(budget):
+    for arm in chosen:
         for seed in seed_list:
             for fold in ([None] if k is None else range(k)):
                 rel = f"cells/{arm.name}/{cell_name(seed, fold)}"
@@ -147,7 +157,7 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                 recipe = build_recipe(arm.preset, over)
                 cells.append(Cell(arm.name, seed, fold, rel, recipe,
                                   arm.cost * recipe.train.epochs))
-    return Plan(study, budget, data, seed_list, k, out, cells, command)
+    return Plan(study, budget, data, seed_list, k, out, cells, command, chosen)
 
 
 def check_cells(plan: Plan) -> None:

@@ -70,8 +70,9 @@ class Underfit(Study):
         ws = res.budget.options["widths"]
         names = [f"resnet8-{_wname(w)}" for w in ws]
         ce = [res.mean(n, "train_ce") for n in names]
-        if any(v is None for v in ce):
-            return ["not settled: some arms have no finished cell yet"]
+        if any(v is None for v in ce):  # the sweep is one claim: it needs every width
+            missing = [f"×{w:g}" for w, v in zip(ws, ce, strict=True) if v is None]
+            return [f"not settled: no finished cell yet at {', '.join(missing)}"]
         steps = [res.diff(a, b, "train_ce") for a, b in zip(names, names[1:], strict=False)]
         falls = all(d is not None and d.sign < 0 for d in steps)
         n_down = sum(1 for d in steps if d is not None and d.sign < 0)
