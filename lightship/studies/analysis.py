@@ -317,7 +317,7 @@ def reference_verdicts(res: Analysis) -> None:
     from lightship.runs import RunPaths
     from lightship.train.loop import run_verdict
 
-    refs = {(c["seed"], c["fold"]): c for c in res.arms[ref].cells}
+    refs = {(c["seed"], c["fold"]): c for c in res.arm(ref).cells}
     for name, a in res.arms.items():
         for c in a.cells:
             r = refs.get((c["seed"], c["fold"]))
