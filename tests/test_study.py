@@ -108,6 +108,8 @@ def _npz(tmp_path: Path) -> Path:
     (["study", "degradation", "--budget", "default", "--out", "OTHER"],
      "was made with budget 'quick', not 'default'"),
     (["study", "tricks", "--out", "JUNK"], "is not empty and holds no study"),
+    (["study", "degradation", "--budget", "quick", "--epochs", "5", "--out", "OTHER"],
+     "was made with epochs 1, not 5"),
     (["study", "degradation", "--arms", "resnet21", "--out", "NEW"],
      "has no arm 'resnet21' (did you mean"),
     (["train", "--data", "NPZ", "--set", "data.folds=3"], "data.folds needs a dataset without"),
@@ -225,6 +227,11 @@ def test_chosen_arms_only_train_those_and_judge_what_they_can(tmp_path):
     assert lines[0].startswith("not settled: plain-20 and plain-56")
     assert "over 12 paired cells" in lines[-1] and lines[-1].startswith("agrees with")
     assert {c.label for c, _ in res.comparisons} == {"shortcut B vs A at depth 20"}
+    longer = make_plan(get_study("tricks"), "default", seeds=None, folds=None, data="mnist5k",
+                       out=tmp_path / "t", command="test", arms=["mixup"], epochs=30)
+    r = longer.cells[0].recipe
+    assert r.train.epochs == 50 and r.schedule.warmup_epochs == pytest.approx(1.25)
+    assert longer.to_dict()["epochs"] == 30
 
 
 # ---------------------------------------------------------------- end to end

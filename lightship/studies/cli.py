@@ -25,7 +25,8 @@ def _previous_sessions(out: Path) -> list[dict[str, Any]]:
 def run_study(name: str, *, budget: str = "default", seeds: int | None = None,
               folds: int | None = None, jobs: int = 1, out: str | Path | None = None,
               data: str = "mnist5k", progress: bool | None = None, quiet: bool = False,
-              command: str | None = None, arms: list[str] | None = None):
+              command: str | None = None, arms: list[str] | None = None,
+              epochs: int | None = None):
     """Run (or continue) a study and write its outputs; return the analysis."""
     from lightship.studies.analysis import session_facts, write_outputs
 
@@ -37,7 +38,7 @@ def run_study(name: str, *, budget: str = "default", seeds: int | None = None,
                       + (f" --data {data}" if data != "mnist5k" else "")
                       + f" --jobs {jobs} --out {out}")
     plan = make_plan(study, budget, seeds=seeds, folds=folds, data=data, out=out, command=cmd,
-                     arms=arms)
+                     arms=arms, epochs=epochs)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     records = execute(plan, jobs=jobs, progress=progress, quiet=quiet)
     facts = session_facts(t0, load0, jobs)
@@ -60,7 +61,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         res = run_study(args.name, budget=args.budget, seeds=args.seeds, folds=args.folds,
                         jobs=args.jobs, out=args.out, data=args.data,
                         progress=False if args.no_progress else None, command=command_line(),
-                        arms=[a for a in (args.arms or "").split(",") if a] or None)
+                        arms=[a for a in (args.arms or "").split(",") if a] or None,
+                        epochs=args.epochs)
     except KeyboardInterrupt:
         print("lightship: interrupted; run the same command again to continue the study "
               "(finished cells are kept, the interrupted one resumes)", file=sys.stderr)
@@ -91,6 +93,8 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
                    "folder for the full budget")
     p.add_argument("--arms", metavar="A,B", help="train only these arms (a targeted extra "
                    "run, e.g. more seeds for one comparison); default all")
+    p.add_argument("--epochs", type=int, help="replace the budget's epochs (what the study "
+                   "scales with them, warmup and milestones, follows): a targeted extra run")
     p.add_argument("--no-progress", action="store_true", help="one line per cell instead of "
                    "a bar")
     p.set_defaults(func=cmd_study)
@@ -109,7 +113,8 @@ def plan_of(folder: Path) -> Plan:
     study = get_study(str(saved.get("study")))
     return make_plan(study, saved["budget"], seeds=len(saved["seeds"]), folds=saved["folds"],
                      data=saved["data"], out=folder, command=saved.get("command", ""),
-                     arms=[a["name"] for a in saved.get("arms", [])] or None)
+                     arms=[a["name"] for a in saved.get("arms", [])] or None,
+                     epochs=saved.get("epochs"))
 
 
 def report_study(folder: Path, output: Path | None = None) -> list[str]:

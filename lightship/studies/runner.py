@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,8 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "study": self.study.name, "budget": self.budget.name,
-                "data": self.data, "folds": self.folds, "seeds": self.seeds,
+                "epochs": self.budget.epochs, "data": self.data, "folds": self.folds,
+                "seeds": self.seeds,
                 "command": self.command,
                 "arms": [{"name": a.name, "label": a.label, "preset": a.preset,
                           "overrides": a.overrides} for a in self.arms]}
@@ -105,13 +106,20 @@ def read_plan(out: Path) -> dict[str, Any] | None:
 
 
 def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int | None,
-              data: str, out: Path, command: str, arms: list[str] | None = None) -> Plan:
-    """Check the options and build the grid (of the ``arms`` named, default all); refuse a
-    folder made by another study or with other options (one line each)."""
+              data: str, out: Path, command: str, arms: list[str] | None = None,
+              epochs: int | None = None) -> Plan:
+    """Check the options and build the grid (of the ``arms`` named, default all; ``epochs``
+    replaces the budget's, and what the study scales with it); refuse a folder made by another
+    study or with other options (one line each)."""
     if budget_name not in BUDGETS:
         raise UserError(f"unknown budget '{budget_name}'{closest(budget_name, BUDGETS)}; "
                         f"budgets: {', '.join(BUDGETS)}")
     budget = study.budgets[budget_name]
+    if epochs is not None:
+        if epochs < 1:
+            raise UserError(f"--epochs {epochs} must be at least 1")
+        budget = replace(budget, epochs=epochs, note=f"{budget.note}; --epochs {epochs} "
+                         f"instead of the budget's {budget.epochs}")
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds {seeds} must be at least 1")
     if folds is not None and folds < 2:
@@ -131,8 +139,9 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
         if saved.get("study") != study.name:
             raise UserError(f"{out} holds study '{saved.get('study')}', not '{study.name}'; give "
                             f"{study.name} its own --out")
-        for key, value in (("budget", budget.name), ("data", data), ("folds", k)):
-            if saved.get(key) != value:
+        for key, value in (("budget", budget.name), ("epochs", budget.epochs), ("data", data),
+                           ("folds", k)):
+            if key in saved and saved.get(key) != value:
                 raise UserError(f"{out} was made with {key} {saved.get(key)!r}, not {value!r}; "
                                 "re-run with the same options or give another --out")
     chosen = study.arms(budget)
