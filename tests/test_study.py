@@ -262,6 +262,9 @@ def uninterrupted(tmp_path_factory) -> Path:
     proc = subprocess.run(_cmd(out), env=_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "6/6 cells" in proc.stdout
+    progress = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
+    assert [ln.split("]")[0] for ln in progress] == [f"[{i}/6" for i in range(1, 7)]
+    assert all("; eta " in ln for ln in progress)  # cells done / total and the ETA per line
     return out
 
 
