@@ -40,12 +40,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="print the resolved recipe as YAML and exit without training")
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
+def _overrides(args: argparse.Namespace) -> list[str | tuple[str, object]]:
+    """Shortcut flags as (key, value) pairs with argparse's types (``--name 2024`` is the string
+    '2024', not YAML's integer), then the ``--set`` strings (read as YAML)."""
     flags = {"data": "data.name", "model": "model.name", "epochs": "train.epochs",
              "batch_size": "train.batch_size", "lr": "optim.lr", "seed": "train.seed",
              "device": "train.device", "name": "run.name", "out": "run.dir"}
-    out = [f"{key}={getattr(args, attr)}" for attr, key in flags.items()
-           if getattr(args, attr) is not None]
+    out: list[str | tuple[str, object]] = [(key, getattr(args, attr))
+                                           for attr, key in flags.items()
+                                           if getattr(args, attr) is not None]
     return out + list(args.overrides)
 
 

@@ -28,8 +28,9 @@ from lightship.errors import UserError, closest
 
 
 class _Section(BaseModel):
-    # extra="forbid": a mistyped key is an error, never silently ignored.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # extra="forbid": a mistyped key is an error, never silently ignored. No field means
+    # anything at inf or NaN (`--lr inf` is a typo), so non-finite numbers are refused.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataCfg(_Section):
@@ -368,22 +369,26 @@ def _explain(err: ValidationError) -> str:
 
 
 def build_recipe(source: str | dict[str, Any] | None = None,
-                 overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
+                 overrides: list[str | tuple[str, Any]] | dict[str, Any] | None = None
+                 ) -> Recipe:
     """Build and validate a recipe.
 
     ``source`` is a preset name (``baseline``, ``tricks``, ``default``), a YAML file path, a dict,
-    or None (the default preset). A YAML file may name ``preset: tricks`` to start from a preset.
-    ``overrides`` are ``a.b=c`` strings (as from ``--set``) or a ``{"a.b": c}`` dict.
+    or None (the default preset). A YAML file or dict starts from the preset it names with
+    ``preset: tricks``, else from ``default``: no recipe, an empty file and ``default`` are the
+    same recipe. ``overrides`` are applied in order: ``a.b=c`` strings (as from ``--set``; c is
+    read as YAML) or ``(key, value)`` pairs taken as they are (CLI shortcuts such as ``--name``,
+    whose values are strings however they look), or a ``{"a.b": c}`` dict.
     """
     tree: dict[str, Any]
     if source is None:
-        tree = copy.deepcopy(PRESETS["default"])
-    elif isinstance(source, dict):
+        source = "default"
+    if isinstance(source, dict):
         tree = copy.deepcopy(source)
     elif source in PRESETS:
-        tree = copy.deepcopy(PRESETS[source])
+        tree = {"preset": source}
     else:
-        path = Path(source)
+        path = Path(source).expanduser()
         if not path.exists():
             raise UserError(f"recipe '{source}' is neither a preset ({', '.join(PRESETS)}) nor an "
                             f"existing YAML file{closest(source, PRESETS)}")
@@ -396,14 +401,14 @@ def build_recipe(source: str | dict[str, Any] | None = None,
         if not isinstance(loaded, dict):
             raise UserError(f"recipe file {path} must be a mapping of sections (data:, model:)")
         tree = loaded
-    preset = tree.pop("preset", None) if isinstance(tree, dict) else None
-    if preset is not None:
-        if preset not in PRESETS:
-            raise UserError(f"unknown preset '{preset}'{closest(str(preset), PRESETS)}; "
-                            f"presets: {', '.join(PRESETS)}")
-        tree = _merge(PRESETS[preset], tree)
+    preset = tree.pop("preset", None)
+    preset = "default" if preset is None else preset
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise UserError(f"unknown preset '{preset}'{closest(str(preset), PRESETS)}; "
+                        f"presets: {', '.join(PRESETS)}")
+    tree = _merge(PRESETS[preset], tree)
     items = overrides.items() if isinstance(overrides, dict) else (
-        parse_override(o) for o in (overrides or []))
+        o if isinstance(o, tuple) else parse_override(o) for o in (overrides or []))
     for key, value in items:
         _set(tree, key, value)
     try:

@@ -58,8 +58,10 @@ def cmd_noise_scale(args: argparse.Namespace) -> int:
 
     flags = {"data": "data.name", "model": "model.name", "batch_size": "train.batch_size",
              "lr": "optim.lr", "seed": "train.seed"}
-    overrides = [f"{key}={getattr(args, attr)}" for attr, key in flags.items()
-                 if getattr(args, attr) is not None] + list(args.overrides)
+    overrides: list[str | tuple[str, object]] = [  # shortcuts keep their types (not YAML)
+        (key, getattr(args, attr)) for attr, key in flags.items()
+        if getattr(args, attr) is not None]
+    overrides += args.overrides
     recipe = build_recipe(args.recipe, overrides)
     noise, tip, ctx = probe_noise_scale(recipe, b_small=args.small_batch, b_big=args.big_batch,
                                         n_batches=args.batches, weights=args.weights, bn=args.bn,
