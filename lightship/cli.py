@@ -76,7 +76,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         return cmd_train(args)
     extra = [f"method.name={args.method}"]
     if args.teacher:
-        teacher = Path(args.teacher)
+        teacher = Path(args.teacher).expanduser()
         key = "weights" if teacher.suffix == ".safetensors" else "run"
         extra.append(f"method.teacher.{key}={teacher}")
     if args.booster:
@@ -141,9 +141,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from lightship.runs import RunPaths
     from lightship.train.loop import run_verdict
 
-    reference = load_records(Path(args.reference)) if args.reference else None
+    reference = load_records(Path(args.reference).expanduser()) if args.reference else None
     for run in args.runs:
-        paths = RunPaths(Path(run))
+        paths = RunPaths(Path(run).expanduser())
         load_records(paths.root)  # a clear message for a folder that is not a run
         v = run_verdict(paths, load_saved_recipe(paths.recipe), reference=reference)
         print(f"{run}: {v.one_line()}")

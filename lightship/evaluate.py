@@ -52,6 +52,7 @@ class ModelSource:
 
 def resolve_source(target: Path, role: str = "target") -> ModelSource:
     """Resolve a run folder or a lightship .safetensors file to a :class:`ModelSource`."""
+    target = Path(target).expanduser()
     if not target.exists():
         raise UserError(f"{role} {target} does not exist; give a run folder or a .safetensors file")
     if target.is_dir():

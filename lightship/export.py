@@ -182,7 +182,8 @@ def export_run(target: str | Path, fmt: str, out: str | Path | None = None) -> P
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    path = export_run(Path(args.run_dir), args.format, args.out)
+    path = export_run(Path(args.run_dir).expanduser(), args.format,
+                      args.out and str(Path(args.out).expanduser()))
     print(f"exported {args.format} to {path} (metadata: {path.name}.json)")
     return 0
 

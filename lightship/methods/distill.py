@@ -49,7 +49,7 @@ def load_teacher(cfg: MethodCfg, num_classes: int, in_chans: int, input_size: in
         if t.weights is None:
             raise UserError("method.teacher.model names the architecture of a plain weights file; "
                             "use it with --teacher FILE.safetensors (a run folder knows its own)")
-        src = ModelSource({"name": t.model}, Path(t.weights), {}, None)
+        src = ModelSource({"name": t.model}, Path(t.weights).expanduser(), {}, None)
     else:
         src = resolve_source(Path(t.run if t.run is not None else t.weights), role="teacher")
     meta = src.meta

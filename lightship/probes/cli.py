@@ -9,6 +9,7 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 from lightship.errors import UserError
 
@@ -47,7 +48,8 @@ def cmd_gradients(args: argparse.Namespace) -> int:
           f"(recalibrated on {args.calib} training images at init, stored stats for --weights)")
     print(format_table(results))
     if args.output:
-        plot(results, args.output, title=f"shattered gradients, {args.data}, seed {args.seed}")
+        plot(results, str(Path(args.output).expanduser()),
+             title=f"shattered gradients, {args.data}, seed {args.seed}")
         print(f"plot: {args.output}")
     return 0
 

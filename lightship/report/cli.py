@@ -12,9 +12,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from lightship.report.html import write_report
     from lightship.report.tensorboard import write_scalars
 
-    runs = [Path(r) for r in args.runs]
+    runs = [Path(r).expanduser() for r in args.runs]
     if args.output:
-        output = Path(args.output)
+        output = Path(args.output).expanduser()
     elif len(runs) == 1:
         output = runs[0] / "report.html"
     else:
@@ -24,7 +24,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from lightship.report.tensorboard import _summary_writer
 
         _summary_writer()  # fail before any work when tensorboard is missing
-        base = Path(args.tensorboard_dir) if args.tensorboard_dir else None
+        base = Path(args.tensorboard_dir).expanduser() if args.tensorboard_dir else None
         if base is not None and len(runs) > 1 and len({r.name for r in runs}) < len(runs):
             raise UserError("two run folders share a name; use --tensorboard without "
                             "--tensorboard-dir (each run's logs go to RUN_DIR/tensorboard)")
@@ -32,12 +32,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise UserError(f"--tensorboard-dir {base}: folder {base.parent} does not exist; "
                             f"create it (mkdir -p {base.parent}) or choose another")
         log_dirs = [base / r.name if base is not None else None for r in runs]
-    path = write_report(runs, output, reference=args.reference)
+    path = write_report(runs, output, reference=args.reference and
+                        Path(args.reference).expanduser())
     print(f"wrote {path} ({len(runs)} run{'s' if len(runs) > 1 else ''})")
     if not log_dirs:
         return 0
     if args.tensorboard_dir:
-        Path(args.tensorboard_dir).mkdir(exist_ok=True)
+        Path(args.tensorboard_dir).expanduser().mkdir(exist_ok=True)
     written = [write_scalars(run, log_dir) for run, log_dir in zip(runs, log_dirs, strict=True)]
     for run, log_dir in zip(runs, written, strict=True):
         print(f"wrote TensorBoard scalars of {run} to {log_dir}")

@@ -135,7 +135,8 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
     (the run stays resumable), which tests use to interrupt a run.
     """
     if resume is not None:
-        paths = RunPaths(Path(resume))
+        resume = Path(resume).expanduser()
+        paths = RunPaths(resume)
         if not paths.root.is_dir():
             raise UserError(f"--resume {resume}: no such run folder")
         if not paths.is_run():
@@ -163,8 +164,8 @@ def _train(recipe: Recipe, resume: str | Path | None, world: World, device_setti
     if resume is not None:
         paths = RunPaths(Path(resume))
     else:  # every rank must use rank 0's folder name (the default one holds a timestamp)
-        paths = RunPaths(Path(recipe.run.dir) / world.share(recipe.run.name or
-                                                            _default_name(recipe)))
+        paths = RunPaths(Path(recipe.run.dir).expanduser() / world.share(
+            recipe.run.name or _default_name(recipe)))
         if not overwrite and world.main:
             prepare_new_run(paths, overwrite=False)  # checks only; raises the clear message
 
