@@ -188,7 +188,7 @@ def probe_models(data_spec: str, models: Sequence[str] = DEFAULT_MODELS, *, imag
         raise UserError(f"calib {calib} must be >= 1 (training images for BatchNorm statistics)")
     if not models and not weights:
         raise UserError("nothing to probe; give --models NAME... or --weights FILE")
-    dev = choose_device(device)
+    dev = choose_device(device, "--device")
     data = load_dataset(data_spec)
     info = data.info
     if images > info.n_test:

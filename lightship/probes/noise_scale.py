@@ -187,7 +187,7 @@ def probe_noise_scale(recipe, *, b_small: int = 8, b_big: int = 256, n_batches: 
     if bn not in ("eval", "train"):
         raise UserError(f"--bn {bn!r} must be eval or train")
     check_batch_sizes(b_small, b_big, n_batches)
-    dev = choose_device(device)
+    dev = choose_device(device, "--device")
     d = recipe.data
     data = load_dataset(d.name, fraction=d.fraction, max_per_class=d.max_per_class, seed=d.seed,
                         image_size=d.image_size, workers=d.workers)
