@@ -90,8 +90,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from lightship.evaluate import evaluate_target
 
-    res = evaluate_target(Path(args.target), data=args.data, batch_size=args.batch_size,
-                          device=args.device)
+    res = evaluate_target(Path(args.target).expanduser(), data=args.data,
+                          batch_size=args.batch_size, device=args.device,
+                          image_size=args.image_size)
     print(f"{res['model']} on {res['data']}: test top-1 {res['test_top1']:.2f}%  "
           f"top-5 {res['test_top5']:.2f}%  loss {res['test_loss']:.4f}  "
           f"({res['n_test']} images)")
@@ -184,6 +185,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run folder or a weights file on a test split")
     p.add_argument("target", help="run folder or .safetensors weights file")
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
+    p.add_argument("--image-size", type=int, metavar="N", help="resize --data's images to N×N "
+                   "(without it, data of another input size is refused)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)

@@ -75,35 +75,42 @@ def resolve_source(target: Path, role: str = "target") -> ModelSource:
 
 def check_fits(meta: dict[str, Any], weights: Path, data: str, info: Any) -> None:
     """Refuse data whose class count or input shape differs from what the weights were trained
-    on, before any model is built (else the message would be a state-dict shape mismatch)."""
+    on, before any model is built (else the message would be a state-dict shape mismatch).
+    Data is never resized to fit on its own: that takes ``--image-size``."""
     k = meta.get("num_classes")
     if k not in (None, info.num_classes):
         raise UserError(f"{weights} predicts {k} classes but {data} has {info.num_classes}; "
                         "evaluate it on the dataset it was trained for")
     c, s = meta.get("in_chans"), meta.get("input_size")
     if c not in (None, info.in_chans) or s not in (None, info.input_size):
+        resize = f", or resize it with --image-size {s}" if c == info.in_chans else ""
         raise UserError(f"{weights} was trained on {c}×{s}×{s} inputs but {data} gives "
                         f"{info.in_chans}×{info.input_size}×{info.input_size}; evaluate it on "
-                        "the dataset it was trained for (or data of that shape)")
+                        f"the dataset it was trained for (or data of that shape{resize})")
 
 
 def evaluate_target(target: Path, data: str | None = None, batch_size: int = 512,
-                    device: str = "auto") -> dict[str, Any]:
-    """Evaluate ``target`` (run folder or .safetensors) on ``data`` (default: its own dataset)."""
+                    device: str = "auto", image_size: int | None = None) -> dict[str, Any]:
+    """Evaluate ``target`` (run folder or .safetensors) on ``data`` (default: its own dataset).
+
+    Its own dataset is prepared as in training (same image size); other data is loaded as it is
+    and refused when its shape differs, unless ``image_size`` asks to resize it. A run folder and
+    its weights file follow the same rule."""
+    dev = choose_device(device, "--device")  # before any data is read
     src = resolve_source(target)
     weights, recipe = src.weights, src.recipe
     if recipe is not None:
-        data = data or recipe.data.name
+        own, trained_size = recipe.data.name, recipe.data.image_size
         subset = {"fraction": recipe.data.fraction, "max_per_class": recipe.data.max_per_class,
-                  "seed": recipe.data.seed, "image_size": recipe.data.image_size}
+                  "seed": recipe.data.seed}
     else:
-        data = data or src.meta["data"]
-        subset = {"image_size": src.meta.get("input_size")}
+        own, trained_size, subset = src.meta["data"], src.meta.get("input_size"), {}
+    data = data or own
+    subset["image_size"] = image_size or (trained_size if data == own else None)
     dataset = load_dataset(data, **{k: v for k, v in subset.items() if v is not None})
     info = dataset.info
     check_fits(src.meta, weights, data, info)
     model = src.build(info.num_classes, info.in_chans, info.input_size)
-    dev = choose_device(device)
     prec = choose_precision("auto", "auto", dev)
     model = model.to(dev, memory_format=prec.memory_format)
     dataset.to(dev)
