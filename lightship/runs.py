@@ -70,9 +70,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def how_to_continue(root: Path) -> str:
+    """How to go on with a run folder that stopped: ``--resume`` only when it has a checkpoint to
+    resume from, ``--overwrite`` when it exists without one, else the same command again."""
+    paths = RunPaths(root)
+    try:
+        if json.loads(paths.summary.read_text()).get("status") == "finished":
+            return f"nothing to resume: {root} has finished"
+    except (OSError, ValueError, AttributeError):
+        pass
+    if paths.last.exists():
+        return f"continue with --resume {root}"
+    if root.exists():
+        return f"start it again with --overwrite ({root} has no checkpoint to resume)"
+    return "run the command again"
+
+
 def write_error(path: Path, exc: OSError, root: Path | None = None) -> UserError:
     """A one-line UserError for a failed write: disk full (ENOSPC, EDQUOT) gets its own fix."""
-    again = f"continue with --resume {root}" if root is not None else "run it again"
+    again = how_to_continue(root) if root is not None else "run it again"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return UserError(f"disk full while writing {path}; free space, then {again}")
     reason = exc.strerror or type(exc).__name__

@@ -28,7 +28,7 @@ from lightship.diagnose import load_records, verdict
 from lightship.errors import UserError
 from lightship.methods.supervised import Supervised
 from lightship.models import check_norm, create_model, model_stats
-from lightship.recipe import Recipe, load_saved_recipe
+from lightship.recipe import Recipe, build_recipe, load_saved_recipe
 from lightship.runs import (
     MetricsLog,
     RunLock,
@@ -146,8 +146,11 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
             raise UserError(f"--resume {resume}: not a lightship run folder (no recipe.yaml); "
                             "give a folder made by `lightship train`")
         recipe = load_saved_recipe(paths.recipe)
+        if _finished(paths, recipe.train.epochs):  # refuse before anything is written
+            raise UserError(f"{paths.root} finished its {recipe.train.epochs} epochs; nothing to "
+                            "resume")
     else:
-        recipe = recipe or Recipe()
+        recipe = recipe or build_recipe()  # no recipe: the default preset, as on the CLI
     t = recipe.train
     world, device_setting = init_world(t.device)
     try:
@@ -261,10 +264,8 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
                                                           scaler, partners, side)
         if world.main:
             metrics.truncate_after(step)
-        if epoch >= t.epochs and paths.weights.exists() and paths.summary.exists():
-            raise UserError(f"{paths.root} finished its {t.epochs} epochs; nothing to resume")
-        # else: killed after its last checkpoint; the loop below is skipped and the final
-        # weights and summary are written from the restored state.
+        # A run killed after its last checkpoint skips the loop below; the final weights and
+        # summary are written from the restored state (a finished run was refused in train()).
 
     lr_peak = scaled_lr(recipe.optim, global_batch)
     header = {"kind": "start", "step": step, "epoch": epoch, "resumed": resuming,
@@ -386,8 +387,10 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
             world.barrier()
     except _Nonfinite as exc:
         show.close()
-        raise UserError(f"{exc}; the run stopped and keeps its last good checkpoint in "
-                        f"{paths.checkpoints}; lower optim.lr or set optim.grad_clip") from None
+        kept = (f"the run stopped and keeps its last good checkpoint in {paths.checkpoints}"
+                if paths.last.exists() else "the run stopped before its first checkpoint")
+        raise UserError(f"{exc}; {kept}; lower optim.lr or set optim.grad_clip, then start it "
+                        "again with --overwrite") from None
     finally:
         show.close()
 
@@ -522,6 +525,19 @@ def _checkpoint(paths: RunPaths, recipe: Recipe, info, model: nn.Module, ema, op
     for old in paths.checkpoints.glob("step-*"):
         if not old.name.startswith(tag + "."):
             old.unlink(missing_ok=True)
+
+
+def _finished(paths: RunPaths, epochs: int) -> bool:
+    """Whether a run folder holds a finished run: final weights, summary, last checkpoint at the
+    last epoch."""
+    import json
+
+    if not (paths.weights.exists() and paths.summary.exists()):
+        return False
+    try:
+        return int(json.loads(paths.last.read_text())["epoch"]) >= epochs
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _restore(paths: RunPaths, model: nn.Module, ema, optimizer, scheduler, scaler,
