@@ -10,6 +10,14 @@ shorter side of the training images when that is smaller (small images are never
 Loading scans every file cheaply (header + ``PIL.Image.verify``) so broken files are named before
 training starts; anything that still fails to decode later surfaces as a one-line UserError
 naming the file, never a worker traceback.
+
+Every Pillow mode reaches 8 bits by scaling, never by clipping (:func:`to_8bit`): 16-bit images
+(``I;16``, ``I;16B``, and ``I`` within 0..65535) are scaled from 0..65535, float images (``F``)
+from 0..1; values outside those ranges, or NaN, are refused with one line. Transparent pixels
+(``LA``, ``RGBA``, ``PA``, ``P`` or ``L``/``RGB`` with a transparent colour) are composited over
+black, so the colour a transparent pixel happens to store never shows. High-bit images whose
+values fill too little of their range to survive 8 bits (8-bit data saved in 16-bit files) are
+refused at load time.
 """
 
 from __future__ import annotations
@@ -41,7 +49,10 @@ from lightship.errors import UserError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm", ".pbm"}
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+HIGH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # more than 8 bits a pixel
+ALPHA_MODES = {"LA", "PA", "RGBA", "RGBa"}
+MIN_LEVELS = 32  # high-bit images must keep at least this many of the 256 grey levels
 DEFAULT_IMAGE_SIZE = 64
 STATS_IMAGES = 500
 
@@ -110,11 +121,37 @@ def _check_image(path: str) -> tuple[int, str]:
     return size, mode
 
 
+def to_8bit(im: Image.Image, path: str) -> Image.Image:
+    """An 8-bit image (``L``, ``RGB`` or ``im`` itself) with the same content: high-bit values
+    scaled to 0..255 (16-bit and ``I`` from 0..65535, float from 0..1; anything outside, or NaN,
+    is a UserError), transparent pixels composited over black. Pillow's own ``convert`` would
+    clip a 16-bit value of 4000 to 255 and show whatever colour a transparent pixel stores."""
+    if im.mode in HIGH_MODES:
+        arr = np.asarray(im, dtype=np.float64)
+        full = 1.0 if im.mode == "F" else 65535.0
+        kind = {"F": "float", "I": "32-bit integer"}.get(im.mode, "16-bit")
+        if not np.isfinite(arr).all():
+            raise UserError(f"image {path} holds NaN or infinite {kind} values; fix or remove "
+                            "the file")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > full:
+            raise UserError(f"image {path} holds {kind} values from {lo:g} to {hi:g}, outside "
+                            f"0..{full:g}, which lightship scales to 0..255; rescale the images "
+                            f"to 0..{full:g} (or save them as 8-bit images)")
+        return Image.fromarray(np.rint(arr * (255.0 / full)).astype(np.uint8), "L")
+    if im.mode in ALPHA_MODES or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+        rgb = np.rint(rgba[..., :3] * (rgba[..., 3:] / 255.0))  # over black
+        return Image.fromarray(rgb.astype(np.uint8), "RGB")
+    return im
+
+
 def load_image(path: str, size: int, mode: str) -> np.ndarray:
-    """Decode → ``mode`` → shorter side resized to ``size`` → centre crop; uint8 C×H×W."""
+    """Decode → 8 bits (:func:`to_8bit`) → ``mode`` → shorter side resized to ``size`` → centre
+    crop; uint8 C×H×W."""
     with Image.open(path) as im:
         im.draft(mode, (size, size))  # JPEG: let the decoder downscale by 2/4/8 (much faster)
-        im = im.convert(mode)
+        im = to_8bit(im, path).convert(mode)
         w, h = im.size
         if (w, h) != (size, size):
             scale = size / min(w, h)
@@ -128,10 +165,10 @@ def load_image(path: str, size: int, mode: str) -> np.ndarray:
 
 @dataclass
 class _Failed:
-    """A decode failure carried to the main process as data, not as a worker exception."""
+    """A decode failure carried to the main process as data, not as a worker exception: the
+    one-line message to raise there."""
 
-    path: str
-    reason: str
+    message: str
 
 
 class _ImageFiles(Dataset):
@@ -145,8 +182,10 @@ class _ImageFiles(Dataset):
         try:
             return torch.from_numpy(load_image(self.files[i], self.size, self.mode)), \
                 self.labels[i]
+        except UserError as exc:  # refused (a pixel range, say): the message says it all
+            return _Failed(str(exc))
         except Exception as exc:
-            return _Failed(self.files[i], _reason(exc))
+            return _Failed(str(_unreadable(self.files[i], exc)))
 
 
 def _collate(items: list) -> tuple[Tensor, Tensor] | _Failed:
@@ -181,6 +220,8 @@ class FolderData(BatchPlan):
         with ThreadPoolExecutor(max_workers=8) as pool:  # header reads are I/O bound
             checked = list(pool.map(_check_image, files + test_files))
         mode = "L" if all(m in GRAY_MODES for _, m in checked) else "RGB"
+        high = {f for f, (_, m) in zip(files + test_files, checked, strict=True)
+                if m in HIGH_MODES}
         if image_size is None:
             median = int(np.median([s for s, _ in checked[:len(files)]]))
             image_size = max(4, min(DEFAULT_IMAGE_SIZE, median))
@@ -196,11 +237,22 @@ class FolderData(BatchPlan):
         # Mean/std from up to STATS_IMAGES training images spread evenly over the (sorted) list.
         stats = ChannelStats()
         pick = np.unique(np.linspace(0, len(files) - 1, min(STATS_IMAGES, len(files))).round())
+        brightest = -1  # over the high-bit images among them
         for i in pick.astype(int):
             try:
-                stats.add(load_image(files[i], image_size, mode))
+                image = load_image(files[i], image_size, mode)
+            except UserError:
+                raise
             except Exception as exc:
                 raise _unreadable(files[i], exc) from None
+            stats.add(image)
+            if files[i] in high:
+                brightest = max(brightest, int(image.max()))
+        if 0 <= brightest < MIN_LEVELS - 1:
+            raise UserError(f"the 16-bit (or float) images in {root} use only the darkest "
+                            f"{brightest + 1} of 256 grey levels once scaled from 0..65535 (float: "
+                            "0..1) to 0..255, as 8-bit data saved in 16-bit files does; save them "
+                            "as 8-bit images or stretch their values to the full range")
         mean, std = stats.result()
         self.info = DatasetInfo(
             name=root.name or "images", num_classes=len(classes), classes=tuple(classes),
@@ -244,7 +296,7 @@ class FolderData(BatchPlan):
                                 "retry with workers=0 to see which file") from None
             if isinstance(item, _Failed):
                 del it  # shuts the workers down before the error propagates
-                raise _unreadable(item.path, item.reason)
+                raise UserError(item.message)
             x, y = item
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
