@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from lightship.errors import UserError
+from lightship import interrupt
+from lightship.errors import Interrupted, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -220,23 +221,28 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
-    try:
-        args = parser.parse_args(argv)
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 2
-        return args.func(args)
-    except UserError as exc:
-        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        print(f"lightship: error: {lines[-1] if lines else 'invalid input'}", file=sys.stderr)
-        return exc.exit_code
-    except BrokenPipeError:  # `lightship diagnose ... | head`: the reader left; not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print("lightship: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
-        return 130
+    with interrupt.handled():
+        try:
+            parser = make_parser()  # imports torch: seconds in which Ctrl-C is common
+            args = parser.parse_args(argv)
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return 2
+            return args.func(args)
+        except UserError as exc:
+            if interrupt.interrupted():  # the failure is Ctrl-C's doing, not the input's
+                print("lightship: interrupted", file=sys.stderr)
+                return Interrupted.exit_code
+            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+            print(f"lightship: error: {lines[-1] if lines else 'invalid input'}", file=sys.stderr)
+            return exc.exit_code
+        except BrokenPipeError:  # `lightship diagnose ... | head`: the reader left; not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        except KeyboardInterrupt as exc:  # a run's Interrupted says how to go on
+            print(f"lightship: {exc if isinstance(exc, Interrupted) else 'interrupted'}",
+                  file=sys.stderr)
+            return Interrupted.exit_code
 
 
 if __name__ == "__main__":

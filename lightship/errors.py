@@ -17,6 +17,13 @@ class UserError(Exception):
     exit_code = 2
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what the run folder holds and how to go on. A
+    KeyboardInterrupt still, so code that catches Exception never swallows it."""
+
+    exit_code = 130
+
+
 def closest(name: str, choices: Iterable[str]) -> str:
     """Return a ``" (did you mean 'x'?)"`` suffix for the closest choice, or ``""``."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

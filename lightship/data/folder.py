@@ -34,6 +34,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lightship import interrupt
 from lightship.data.arrays import ChannelStats, subset_indices
 from lightship.data.augment import (
     AUGMENT_STREAM,
@@ -217,8 +218,11 @@ class FolderData(BatchPlan):
         if not test_files:
             raise UserError(f"{test_dir} has no images in class folders; put test images in "
                             f"{test_dir}/<class>/")
-        with ThreadPoolExecutor(max_workers=8) as pool:  # header reads are I/O bound
+        pool = ThreadPoolExecutor(max_workers=8)  # header reads are I/O bound
+        try:
             checked = list(pool.map(_check_image, files + test_files))
+        finally:  # on an error or Ctrl-C, drop the files not yet read (a big tree takes long)
+            pool.shutdown(wait=True, cancel_futures=True)
         mode = "L" if all(m in GRAY_MODES for _, m in checked) else "RGB"
         high = {f for f, (_, m) in zip(files + test_files, checked, strict=True)
                 if m in HIGH_MODES}
@@ -284,21 +288,33 @@ class FolderData(BatchPlan):
             return
         loader = DataLoader(_ImageFiles(files, labels.tolist(), self.size, self.mode),
                             batch_sampler=batches, num_workers=self.workers,
-                            collate_fn=_collate, pin_memory=self.device.type == "cuda")
-        it = iter(loader)
-        while True:
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-            except Exception as exc:  # a worker died or the loader failed: one line, no trace
-                raise UserError(f"reading images from {self.root} failed ({_reason(exc)}); "
-                                "retry with workers=0 to see which file") from None
-            if isinstance(item, _Failed):
-                del it  # shuts the workers down before the error propagates
-                raise UserError(item.message)
-            x, y = item
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                            collate_fn=_collate, pin_memory=self.device.type == "cuda",
+                            worker_init_fn=interrupt.ignore_in_worker if self.workers else None)
+        # Starting and stopping workers runs fork hooks and finalizers, where Python loses a
+        # KeyboardInterrupt ("Exception ignored in ..."), and a batch cut off in transit from a
+        # worker makes it print a traceback: Ctrl-C waits for those to end (a batch at most).
+        it = None
+        try:
+            with interrupt.deferred():
+                it = iter(loader)
+            while True:
+                try:
+                    with interrupt.deferred():
+                        item = next(it, None)
+                except Exception as exc:  # a worker died or the loader failed: one line
+                    interrupt.check()  # ... unless Ctrl-C stopped it
+                    raise UserError(f"reading images from {self.root} failed ({_reason(exc)}); "
+                                    "retry with workers=0 to see which file") from None
+                if item is None:
+                    break
+                if isinstance(item, _Failed):
+                    raise UserError(item.message)
+                x, y = item
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        finally:  # shut the workers down now (this may run as the generator's finalizer)
+            with interrupt.deferred(then_raise=False):
+                it = None
+        interrupt.check()  # reached when the stream ended normally, not when it was dropped
 
     def train_batches(self, batch_size: int, epoch: int, seed: int, augment: Augment, *,
                       start: int = 0, rank: int = 0, world: int = 1,
@@ -311,8 +327,9 @@ class FolderData(BatchPlan):
 
     def _train_iter(self, batches: list[list[int]], slots: list[int], epoch: int, seed: int,
                     augment: Augment, channels_last: bool) -> Iterator[tuple[Tensor, Tensor]]:
-        for slot, (x, y) in zip(slots, self._stream(self.train_files, self._y_train, batches),
-                                strict=False):
+        # The stream first, so it runs to its end (and stops its workers) inside the loop.
+        for (x, y), slot in zip(self._stream(self.train_files, self._y_train, batches), slots,
+                                strict=True):
             g = make_generator(seed, epoch, slot, AUGMENT_STREAM)
             yield augment_batch(x, augment, g, self._scale, self._shift, channels_last), y
 

@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from lightship import interrupt
 from lightship.data import Augment, cutmix, load_dataset, mixup
 from lightship.data.augment import make_generator
 from lightship.diagnose import load_records, verdict
-from lightship.errors import UserError
+from lightship.errors import Interrupted, UserError
 from lightship.methods.supervised import Supervised
 from lightship.models import check_norm, create_model, model_stats
 from lightship.recipe import Recipe, build_recipe, load_saved_recipe
@@ -33,6 +34,7 @@ from lightship.runs import (
     MetricsLog,
     RunLock,
     RunPaths,
+    how_to_continue,
     never_started,
     prepare_new_run,
     read_metrics,
@@ -201,21 +203,30 @@ def _train(recipe: Recipe, resume: str | Path | None, world: World, device_setti
     objective, teacher_eval = make_objective(recipe, model, teacher, data, prec)
 
     lock = RunLock(paths)
+    made = resume is not None  # paths.root holds this run (before that, Ctrl-C wrote nothing)
     try:
         if world.main:  # only rank 0 touches the run folder
             if resume is None:
-                prepare_new_run(paths, overwrite)
-                paths.root.mkdir(parents=True, exist_ok=True)
-                lock.acquire()
-                atomic_write(paths.recipe, lambda tmp: tmp.write_text(recipe.to_yaml()))
+                with interrupt.deferred():  # Ctrl-C never leaves a half-replaced folder
+                    prepare_new_run(paths, overwrite)
+                    paths.root.mkdir(parents=True, exist_ok=True)
+                    lock.acquire()
+                    atomic_write(paths.recipe, lambda tmp: tmp.write_text(recipe.to_yaml()))
+                    made = True
             else:
                 lock.acquire()
         world.barrier()
-        return _run(recipe, paths, data, model, objective, teacher_eval, prec, augment,
-                    steps_per_epoch, stats, resume is not None, progress, stop_after_epochs, quiet,
-                    world)
+        result = _run(recipe, paths, data, model, objective, teacher_eval, prec, augment,
+                      steps_per_epoch, stats, resume is not None, progress, stop_after_epochs,
+                      quiet, world)
+        interrupt.check()  # a Ctrl-C that came while the data loader stopped its workers
+        return result
     except OSError as exc:  # disk full, folder not writable: one line naming the file
         raise write_error(Path(exc.filename or paths.root), exc, paths.root) from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; {how_to_continue(paths.root)}" if made else
+                          "interrupted before the run folder was made; nothing was written"
+                          ) from None
     finally:
         lock.release()
 
