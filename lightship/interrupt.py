@@ -47,7 +47,7 @@ def handled() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _owner = None
+        _owner, _hit = None, False  # library code after the block must not see this Ctrl-C
 
 
 def interrupted() -> bool:

@@ -460,6 +460,14 @@ def float_image_outside_0_1(c: Ctx) -> Case:
                    data=str(root))
 
 
+def float_image_in_val_only(c: Ctx) -> Case:
+    # met by a DataLoader worker in the first evaluation, not at load time: still one line
+    root = c.image_folder(n=4)
+    Image.fromarray(np.full((8, 8), 3.0, np.float32)).save(root / "val" / "b" / "hdr.tif")
+    return c.train(words=("hdr.tif", "float values from 3 to 3", "outside 0..1"),
+                   data=str(root), may_create=True)
+
+
 def int32_image_above_16_bits(c: Ctx) -> Case:
     x = (np.arange(64, dtype=np.int32) * 2000).reshape(8, 8)  # up to 126000 > 65535
     root = c.high_bit_folder(lambda i: Image.fromarray(x), ext="tif")
@@ -546,7 +554,8 @@ CASES: dict[str, Callable[[Ctx], Case]] = {f.__name__: f for f in (
     other_architecture_resume, eval_on_other_class_count, eval_on_other_channels, syncbn_on_cpu,
     disk_full_metrics, disk_full_checkpoint, same_name_twice, lock_held_resume,
     lock_held_overwrite, out_is_a_file, name_is_a_file, resume_not_a_run, eval_missing_target,
-    recipe_file_bad_yaml, float_image_outside_0_1, int32_image_above_16_bits,
+    recipe_file_bad_yaml, float_image_outside_0_1, float_image_in_val_only,
+    int32_image_above_16_bits,
     eight_bit_data_in_16_bit_files, nan_in_float_image, device_not_here("mps"),
     device_not_here("xpu"), device_not_here("meta"), nan_before_first_checkpoint,
     out_that_cannot_exist, infinite_lr, nan_set_value, eval_weights_file_other_size,
