@@ -257,11 +257,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    """Write ``obj`` as JSON atomically; a failed write is a one-line UserError."""
+def write_json(path: Path, obj: dict[str, Any], root: Path | None = None) -> None:
+    """Write ``obj`` as JSON atomically; a failed write is a one-line UserError (saying how to
+    go on with the run folder ``root``, when given)."""
     from lightship.train.checkpoint import atomic_write
 
     try:
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
     except OSError as exc:
-        raise write_error(path, exc) from None
+        raise write_error(path, exc, root) from None

@@ -392,6 +392,23 @@ def disk_full_checkpoint(c: Ctx) -> Case:
                    may_create=True, absent=("--resume",))
 
 
+def disk_full_summary(c: Ctx) -> Case:
+    from lightship.train import checkpoint
+
+    real = checkpoint.atomic_write
+
+    def fills_up_at_summary(path: Path, write) -> None:
+        if path.name == "summary.json":
+            _disk_full()
+        real(path, write)
+
+    # The last write of a run: its checkpoint is in, so --resume finishes it (was: "run it
+    # again", which then refused the existing folder).
+    c.monkeypatch.setattr(checkpoint, "atomic_write", fills_up_at_summary)
+    return c.train(words=("disk full while writing", "summary.json", "continue with --resume"),
+                   may_create=True)
+
+
 def same_name_twice(c: Ctx) -> Case:
     case = c.train(words=("run folder", "old", "already exists", "--overwrite"))
     case.argv[case.argv.index("--name") + 1] = "old"
@@ -552,7 +569,7 @@ CASES: dict[str, Callable[[Ctx], Case]] = {f.__name__: f for f in (
     teacher_class_mismatch, teacher_shape_mismatch, corrupt_safetensors_eval,
     truncated_safetensors_eval, corrupt_safetensors_teacher, other_architecture_eval,
     other_architecture_resume, eval_on_other_class_count, eval_on_other_channels, syncbn_on_cpu,
-    disk_full_metrics, disk_full_checkpoint, same_name_twice, lock_held_resume,
+    disk_full_metrics, disk_full_checkpoint, disk_full_summary, same_name_twice, lock_held_resume,
     lock_held_overwrite, out_is_a_file, name_is_a_file, resume_not_a_run, eval_missing_target,
     recipe_file_bad_yaml, float_image_outside_0_1, float_image_in_val_only,
     int32_image_above_16_bits,

@@ -436,7 +436,7 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
     judged = run_verdict(paths, recipe)
     summary["verdict"] = judged.label
     summary["verdict_line"] = judged.one_line()
-    write_json(paths.summary, summary)
+    write_json(paths.summary, summary, paths.root)
     show.summary(summary, paths.root)
     return RunResult(run_dir=paths.root, summary=summary, model=final_model)
 
