@@ -75,15 +75,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     if args.resume:  # the saved recipe already names the method and teacher
         return cmd_train(args)
-    extra = [f"method.name={args.method}"]
+    extra: list[tuple[str, object]] = [("method.name", args.method)]  # as written, not YAML
     if args.teacher:
         teacher = Path(args.teacher).expanduser()
         key = "weights" if teacher.suffix == ".safetensors" else "run"
-        extra.append(f"method.teacher.{key}={teacher}")
+        extra.append((f"method.teacher.{key}", str(teacher)))
     if args.booster:
-        extra.append(f"method.booster={args.booster}")
+        extra.append(("method.booster", args.booster))
     if args.teacher_model:
-        extra.append(f"method.teacher.model={args.teacher_model}")
+        extra.append(("method.teacher.model", args.teacher_model))
     args.overrides = [*extra, *args.overrides]
     return cmd_train(args)
 

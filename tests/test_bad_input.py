@@ -690,9 +690,14 @@ def test_shortcut_values_are_strings(name, tmp_path, capsys):
     assert (recipe["data"]["name"], recipe["model"]["name"]) == (name, name)
 
 
-def test_numeric_looking_name_makes_that_folder(tmp_path):
-    assert main(["train", "--data", SYN, *TINY, "--out", str(tmp_path), "--name", "007"]) == 0
+def test_numeric_looking_name_makes_that_folder(tmp_path, monkeypatch):
+    """... and --teacher 007 is that folder too (it went through YAML as the integer 7)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", SYN, *TINY, "--out", ".", "--name", "007"]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["007"]
+    assert main(["distill", "--teacher", "007", "--data", SYN, *TINY, "--out", ".", "--name",
+                 "1e3"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["007", "1e3"]
 
 
 def test_tilde_is_expanded_wherever_a_path_is_read(tmp_path, monkeypatch, capsys):
