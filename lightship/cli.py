@@ -50,8 +50,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from lightship.api import train
     from lightship.recipe import build_recipe
-    from lightship.train.loop import train
 
     progress = False if args.no_progress else None
     if args.resume:
@@ -85,13 +85,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lightship.evaluate import evaluate_target
+    from lightship.api import evaluate
 
-    res = evaluate_target(Path(args.target), data=args.data, batch_size=args.batch_size,
-                          device=args.device)
-    print(f"{res['model']} on {res['data']}: test top-1 {res['test_top1']:.2f}%  "
-          f"top-5 {res['test_top5']:.2f}%  loss {res['test_loss']:.4f}  "
-          f"({res['n_test']} images)")
+    res = evaluate(args.target, data=args.data, batch_size=args.batch_size, device=args.device)
+    print(f"{res.model} on {res.data}: test top-1 {res.test_top1:.2f}%  "
+          f"top-5 {res.test_top5:.2f}%  loss {res.test_loss:.4f}  ({res.n_test} images)")
     return 0
 
 
@@ -133,16 +131,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from lightship.diagnose import load_records
-    from lightship.recipe import load_saved_recipe
-    from lightship.runs import RunPaths
-    from lightship.train.loop import run_verdict
+    from lightship.api import diagnose
 
-    reference = load_records(Path(args.reference)) if args.reference else None
     for run in args.runs:
-        paths = RunPaths(Path(run))
-        load_records(paths.root)  # a clear message for a folder that is not a run
-        v = run_verdict(paths, load_saved_recipe(paths.recipe), reference=reference)
+        v = diagnose(run, reference=args.reference)
         print(f"{run}: {v.one_line()}")
         for reason in v.reasons:
             print(f"  - {reason}")
@@ -153,6 +145,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     from lightship import __version__
+    from lightship.methods.terms import method_help
 
     parser = _Parser(prog="lightship", description="Train light image classifiers to "
                      "convergence and lift them toward heavy ones.")
@@ -168,9 +161,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher",
                    help="teacher: a lightship run folder or a lightship .safetensors file "
                    "(needed by kd, hint, at, dkd, adversarial)")
-    p.add_argument("--method", default="kd",
-                   help="kd, hint, at, dkd, dml, rocket, adversarial, or a '+'-joined "
-                   "combination such as rocket+kd (default kd)")
+    p.add_argument("--method", default="kd", help=method_help())
     p.add_argument("--teacher-model", metavar="NAME",
                    help="architecture of a --teacher .safetensors without lightship metadata "
                    "(a registry name, timm:NAME or torchvision:NAME)")

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from lightship.errors import UserError, closest
+from lightship.methods.terms import TERMS, parse_method
 
 
 class _Section(BaseModel):
@@ -129,14 +130,10 @@ class TeacherCfg(_Section):
     "Knowledge distillation: A good teacher is patient and consistent")."""
 
 
-METHOD_TERMS = ("kd", "hint", "at", "dkd", "dml", "rocket", "adversarial")
-TEACHER_TERMS = ("kd", "hint", "at", "dkd", "adversarial")
-"""Terms that learn from a frozen teacher; `dml` (peers) and `rocket` (booster) need none."""
-
-
 class MethodCfg(_Section):
     name: str = "supervised"
-    """`supervised`, or terms joined by '+': kd, hint, at, dkd, dml, rocket, adversarial."""
+    """`supervised`, or terms joined by '+' (the table in lightship.methods.terms: kd, hint, at,
+    dkd, rocket, dml, adversarial)."""
     alpha: float = Field(0.9, ge=0, le=1)
     """`kd`: loss = (1 − α)·CE + α·KD (α on KD; RepDistiller's defaults -r 0.1 -a 0.9)."""
     T: float = Field(4.0, gt=0)
@@ -194,28 +191,24 @@ class MethodCfg(_Section):
     @field_validator("name")
     @classmethod
     def _known_terms(cls, name: str) -> str:
-        if name == "supervised":
-            return name
-        for term in name.split("+"):
-            if term not in METHOD_TERMS:
-                raise ValueError(f"method '{term}' is unknown{closest(term, METHOD_TERMS)}; "
-                                 f"use supervised or a '+'-joined set of {', '.join(METHOD_TERMS)}")
+        parse_method(name)
         return name
 
     @model_validator(mode="after")
-    def _partners(self) -> MethodCfg:
-        if "rocket" in self.terms and not self.booster:
-            raise ValueError("method rocket needs a booster net of the student's family: set "
-                             "method.booster (e.g. resnet56 for a resnet20 student)")
+    def _term_checks(self) -> MethodCfg:
+        for term in self.terms:
+            problem = TERMS[term].check(self)
+            if problem:
+                raise ValueError(problem)
         return self
 
     @property
     def terms(self) -> list[str]:
-        return [] if self.name == "supervised" else self.name.split("+")
+        return parse_method(self.name)
 
     @property
     def needs_teacher(self) -> bool:
-        return any(term in TEACHER_TERMS for term in self.terms)
+        return any(TERMS[term].needs_teacher for term in self.terms)
 
 
 class TrainCfg(_Section):

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from lightship.cli import main
+from tests.conftest import write_npz
 
 SYN = "synthetic:n=48,classes=3,size=8,channels=1"
 TINY = ["--recipe", "baseline", "--model", "cnn4", "--epochs", "1", "--batch-size", "8",
@@ -89,15 +90,7 @@ class Ctx:
         return Case(argv, words, self.w.runs / self.name, may_create)
 
     def npz(self, **over: np.ndarray) -> str:
-        rng = np.random.default_rng(0)
-        arrays = {"x_train": rng.integers(0, 256, (30, 8, 8), dtype=np.uint8),
-                  "y_train": np.arange(30) % 3,
-                  "x_test": rng.integers(0, 256, (9, 8, 8), dtype=np.uint8),
-                  "y_test": np.arange(9) % 3}
-        arrays.update(over)
-        path = self.tmp / "data.npz"
-        np.savez(path, **arrays)
-        return str(path)
+        return write_npz(self.tmp / "data.npz", **over)
 
     def image_folder(self, classes: str = "ab", n: int = 3) -> Path:
         root = self.tmp / "images"
@@ -133,7 +126,7 @@ class Ctx:
 def _other_architecture_weights(path: Path) -> None:
     """Overwrite ``path`` with weights of cnn8 (the run was cnn4) on the same data shape."""
     from lightship.models import create_model
-    from lightship.train.checkpoint import read_weights, save_weights
+    from lightship.weights import read_weights, save_weights
 
     _, meta = read_weights(path)
     meta = {**meta, "model": "cnn8", "model_options": {**meta["model_options"], "name": "cnn8"}}
@@ -369,7 +362,7 @@ def disk_full_metrics(c: Ctx) -> Case:
 
 
 def disk_full_checkpoint(c: Ctx) -> Case:
-    c.monkeypatch.setattr("lightship.train.checkpoint.save_file", _disk_full)
+    c.monkeypatch.setattr("lightship.weights.save_file", _disk_full)
     return c.train(words=("disk full while writing", "safetensors", "free space", "--resume"),
                    may_create=True)
 

@@ -128,14 +128,6 @@ def test_an_adversarial_step_changes_discriminator_and_student():
     assert max(clipped) <= 0.01 + 1e-7  # wgan weight clipping
 
 
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("teacher")
-    assert main(["train", "--data", DATA, "--model", "resnet8", *SMALL, "--out", str(out),
-                 "--name", "t"]) == 0
-    return out / "t"
-
-
 @pytest.mark.parametrize("method,extra,terms", [
     ("rocket", ["--booster", "resnet14"], ["ce", "booster_ce", "rocket"]),
     ("rocket+kd", ["--booster", "resnet14", "--teacher", "T"], ["ce", "kd", "rocket"]),

@@ -162,3 +162,10 @@ def describe_dataset(spec: str, **kw: Any) -> dict[str, Any]:
         counts = np.bincount(labels, minlength=info.num_classes)
         out[f"{split}_counts"] = {c: int(n) for c, n in zip(info.classes, counts, strict=True)}
     return out
+
+
+def load_data(cfg: Any) -> Data:
+    """The dataset a recipe's ``data`` section names: the one place that turns a
+    :class:`~lightship.recipe.DataCfg` into :func:`load_dataset` arguments."""
+    return load_dataset(cfg.name, fraction=cfg.fraction, max_per_class=cfg.max_per_class,
+                        seed=cfg.seed, image_size=cfg.image_size, workers=cfg.workers)

@@ -21,11 +21,11 @@ weights load into a plain ``create_model`` of its name and give the same outputs
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightship.errors import UserError
 from lightship.methods.kd import hint_loss
+from lightship.methods.supervised import smoothed_ce
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 _EXAMPLES = "e.g. resnet20 with resnet56, wrn-16-1 with wrn-40-1, resnet8 with resnet32"
@@ -112,6 +112,6 @@ class Rocket:
 
     def terms(self, z_light: Tensor, x: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z_boost = self.booster(x).float()
-        ce_b = F.cross_entropy(z_boost, target, label_smoothing=self.label_smoothing)
+        ce_b = smoothed_ce(z_boost, target, self.label_smoothing)
         hint = self.hint(z_light, z_boost)
         return ce_b + self.lam * hint, {"booster_ce": ce_b.detach(), "rocket": hint.detach()}
