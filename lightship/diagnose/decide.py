@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from lightship.diagnose.floor import fit_floor
+from lightship.diagnose.result import MIN_EVALS, Numbers, Opts, Verdict, fmt_loss
 from lightship.diagnose.signals import (
     Series,
     diverged,
@@ -71,7 +72,6 @@ from lightship.diagnose.signals import (
     underfit_by_reference,
     underfit_by_regularization,
 )
-from lightship.diagnose.result import MIN_EVALS, Numbers, Opts, Verdict, fmt_loss
 from lightship.diagnose.wording import context, more_epochs, rising_warning
 from lightship.errors import UserError
 

@@ -60,11 +60,6 @@ def _leaves(module: nn.Module, share_bn: bool) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in module.named_modules() if isinstance(m, kinds)]
 
 
-def _set(root: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, module)
-
-
 def tie_layers(light: nn.Module, booster: nn.Module, share: str, share_bn: bool,
                light_name: str = "light", booster_name: str = "booster") -> list[str]:
     """Make the light net use the booster's layer objects where the plan says; return their paths.
@@ -88,7 +83,7 @@ def tie_layers(light: nn.Module, booster: nn.Module, share: str, share_bn: bool,
                                 f"{tuple(next(bm.parameters()).shape)} in {booster_name}; shared "
                                 f"layers need equal widths: use a deeper booster of the same "
                                 f"width ({_EXAMPLES})")
-            _set(light, f"{lpath}.{name}".rstrip("."), bm)
+            light.set_submodule(f"{lpath}.{name}".rstrip("."), bm)
             tied.append(f"{lpath}.{name}".rstrip("."))
     return tied
 

@@ -113,7 +113,7 @@ class Loop:
     manual_sync: bool
     mixing: list[tuple[Callable, float]]
     log: Callable[[list[dict]], None]
-    show: Progress
+    progress: Progress
     lr_peak: float
     resuming: bool
     steps_per_epoch: int
@@ -168,13 +168,13 @@ def _train_in_world(recipe: Recipe, resume: str | Path | None, world: World,
         if not overwrite and world.main:
             prepare_new_run(paths, overwrite=False)  # checks only; raises the clear message
     # Validate everything before touching the disk: bad input never leaves a half-made run.
-    t = recipe.train
-    prec = choose_precision(t.precision, t.channels_last, choose_device(device_setting))
+    cfg = recipe.train
+    prec = choose_precision(cfg.precision, cfg.channels_last, choose_device(device_setting))
     check_norm(recipe.model.norm)
     data = load_data(recipe.data)
     info = data.info
-    steps_per_epoch = data.steps_per_epoch(t.batch_size, world.size)  # checks the batch size
-    torch.manual_seed(t.seed)
+    steps_per_epoch = data.steps_per_epoch(cfg.batch_size, world.size)  # checks the batch size
+    torch.manual_seed(cfg.seed)
     model = build_model(recipe, info.num_classes, info.in_chans, info.input_size)
     stats = model_stats(model, info.in_chans, info.input_size)
     model = model.to(prec.device, memory_format=prec.memory_format)
@@ -195,7 +195,7 @@ def _train_in_world(recipe: Recipe, resume: str | Path | None, world: World,
         world.barrier()
         loop = _wire(recipe, paths, data, model, objective, prec, augment, world,
                      steps_per_epoch, resume is not None, progress, quiet)
-        return _run(loop, stats, teacher_eval, stop_after_epochs)
+        return run_epochs(loop, stats, teacher_eval, stop_after_epochs)
     except OSError as exc:  # disk full, folder not writable: one line naming the file
         raise write_error(Path(exc.filename or paths.root), exc, paths.root) from None
     finally:
@@ -206,7 +206,7 @@ def _wire(recipe: Recipe, paths: RunPaths, data: Any, model: nn.Module, objectiv
           prec: Precision, augment: Augment, world: World, steps_per_epoch: int,
           resuming: bool, progress: bool | None, quiet: bool) -> Loop:
     """Optimizer, schedule, scaler, EMA, DDP wrapper; the restored state when resuming."""
-    t, global_batch = recipe.train, recipe.train.batch_size * world.size
+    cfg, global_batch = recipe.train, recipe.train.batch_size * world.size
     trainable = objective.trainable()
     # Partners (booster, peers, adapters) share the student's optimizer and schedule; shared
     # parameters (Rocket) appear once.
@@ -214,11 +214,11 @@ def _wire(recipe: Recipe, paths: RunPaths, data: Any, model: nn.Module, objectiv
                                else model, recipe.optim, global_batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # SequentialLR's epoch-argument notice
-        scheduler = make_scheduler(optimizer, recipe.schedule, t.epochs, steps_per_epoch)
+        scheduler = make_scheduler(optimizer, recipe.schedule, cfg.epochs, steps_per_epoch)
     state = TrainState(
         model, optimizer, scheduler, partners=objective.partners(),
-        ema=(AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
-             if t.ema else None),
+        ema=(AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+             if cfg.ema else None),
         scaler=torch.amp.GradScaler(prec.device.type) if prec.scaler else None,
         side=objective.side_optimizer)
     # Partners that share layers with the student (Rocket) cannot sit in separate DDP wrappers;
@@ -233,12 +233,12 @@ def _wire(recipe: Recipe, paths: RunPaths, data: Any, model: nn.Module, objectiv
     metrics = MetricsLog(paths.metrics)
     loop = Loop(
         recipe, paths, data, objective, prec, augment, world, state,
-        torch.compile(forward_model) if t.compile else forward_model,
+        torch.compile(forward_model) if cfg.compile else forward_model,
         [p for g in optimizer.param_groups for p in g["params"]], manual_sync,
         [(fn, a) for fn, a in [(mixup, recipe.augment.mixup_alpha),
                                (cutmix, recipe.augment.cutmix_alpha)] if a > 0],
         metrics.write if world.main else (lambda records: None),  # only rank 0 writes
-        Progress(total_epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+        Progress(total_epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
                  enabled=progress if world.main else False, quiet=quiet or not world.main,
                  title=f"{recipe.model.name} on {data.info.name}"),
         scaled_lr(recipe.optim, global_batch), resuming, steps_per_epoch)
@@ -260,7 +260,7 @@ def _resume(loop: Loop, metrics: MetricsLog) -> None:
     loop.last_rec = (read_records(paths.root).evals or [{}])[-1]
 
 
-def _run(loop: Loop, stats: dict[str, int], teacher_eval: dict[str, float],
+def run_epochs(loop: Loop, stats: dict[str, int], teacher_eval: dict[str, float],
          stop_after_epochs: int | None) -> RunResult:
     """The loop itself: epochs until the end (or ``stop_after_epochs``), then the run's end."""
     state, epochs, prec = loop.state, loop.recipe.train.epochs, loop.prec
@@ -273,18 +273,18 @@ def _run(loop: Loop, stats: dict[str, int], teacher_eval: dict[str, float],
                "world_size": loop.world.size, **teacher_eval}])
     stop_epoch = epochs if stop_after_epochs is None else min(epochs,
                                                               state.epoch + stop_after_epochs)
-    loop.show.start(state.epoch)
+    loop.progress.start(state.epoch)
     state.model.train()
     try:
         while state.epoch < stop_epoch:
             end_epoch(loop, train_epoch(loop), stop_epoch)
     except _Nonfinite as exc:
-        loop.show.close()
+        loop.progress.close()
         raise UserError(f"{exc}; the run stopped and keeps its last good checkpoint in "
                         f"{loop.paths.checkpoints}; lower optim.lr or set optim.grad_clip"
                         ) from None
     finally:
-        loop.show.close()
+        loop.progress.close()
     return end_run(loop, stats)
 
 
@@ -303,25 +303,25 @@ class EpochStats:
 def train_epoch(loop: Loop) -> EpochStats:
     """Every step of the current epoch."""
     recipe, state, world = loop.recipe, loop.state, loop.world
-    t, epoch = recipe.train, state.epoch
+    cfg, epoch = recipe.train, state.epoch
     t0 = time.perf_counter()
     loop.objective.set_epoch(epoch)
-    mixing = bool(loop.mixing) and epoch < t.epochs - recipe.augment.mix_off_epochs
+    mixing = bool(loop.mixing) and epoch < cfg.epochs - recipe.augment.mix_off_epochs
     stats = EpochStats(records=[])
     tick = time.perf_counter()
     for i, (x, y) in enumerate(loop.data.train_batches(
-            t.batch_size, epoch, t.seed, loop.augment, rank=world.rank, world=world.size,
+            cfg.batch_size, epoch, cfg.seed, loop.augment, rank=world.rank, world=world.size,
             channels_last=loop.prec.channels_last)):
-        rec, hits = train_step(loop, x, y, i if mixing else None)
+        record, hits = train_step(loop, x, y, i if mixing else None)
         now = time.perf_counter()
-        rec["ips"] = y.shape[0] * world.size / max(now - tick, 1e-9)
+        record["ips"] = y.shape[0] * world.size / max(now - tick, 1e-9)
         tick = now
-        stats.records.append(rec)
-        stats.loss_sum += rec["loss"]
-        stats.ce_sum += rec.get("ce", rec["loss"])
+        stats.records.append(record)
+        stats.loss_sum += record["loss"]
+        stats.ce_sum += record.get("ce", record["loss"])
         stats.hits += hits
         stats.seen += y.shape[0]
-        loop.show.step(rec["loss"])
+        loop.progress.step(record["loss"])
     stats.train_time = time.perf_counter() - t0
     return stats
 
@@ -333,10 +333,10 @@ def train_step(loop: Loop, x: Tensor, y: Tensor, mix_index: int | None
     The one host-device sync of the step reads the loss, gradient norm, terms and hits together.
     """
     state, prec, opt, world = loop.state, loop.prec, loop.state.optimizer, loop.world
-    t, clip = loop.recipe.train, loop.recipe.optim.grad_clip
+    cfg, clip = loop.recipe.train, loop.recipe.optim.grad_clip
     target = y
     if mix_index is not None:
-        g = make_generator(t.seed, state.epoch, mix_index, MIX_STREAM)
+        g = make_generator(cfg.seed, state.epoch, mix_index, MIX_STREAM)
         fn, alpha = loop.mixing[int(torch.randint(len(loop.mixing), (1,), generator=g))]
         x, target = fn(x, y, loop.data.info.num_classes, alpha, g)
     with prec.autocast():
@@ -358,7 +358,7 @@ def train_step(loop: Loop, x: Tensor, y: Tensor, mix_index: int | None
     if world.active:  # the logged loss and the non-finite decision: all ranks alike
         loss_value, *values = world.mean([loss_value, *values], prec.device)
     if not math.isfinite(loss_value):
-        if t.on_nonfinite == "stop" and state.scaler is None:
+        if cfg.on_nonfinite == "stop" and state.scaler is None:
             raise _Nonfinite(f"loss became {loss_value} at step {state.step} "
                              f"(epoch {state.epoch + 1})")
         opt.zero_grad(set_to_none=True)  # skip this update
@@ -374,12 +374,12 @@ def train_step(loop: Loop, x: Tensor, y: Tensor, mix_index: int | None
     if state.ema is not None:
         state.ema.update_parameters(state.model)
     state.step += 1
-    rec = {"kind": "step", "step": state.step, "epoch": state.epoch + 1, "loss": loss_value,
+    record = {"kind": "step", "step": state.step, "epoch": state.epoch + 1, "loss": loss_value,
            "lr": lr, "grad_norm": gnorm_value, "ips": 0.0}
     logged = dict(zip(terms, values, strict=True)) | ({"side": side} if side is not None else {})
     if len(logged) > 1:  # a CE-only objective logs only the total
-        rec.update(logged)
-    return rec, int(hit_count)
+        record.update(logged)
+    return record, int(hit_count)
 
 
 def _side_values(records: list[dict[str, Any]]) -> None:
@@ -393,7 +393,7 @@ def _side_values(records: list[dict[str, Any]]) -> None:
 
 def end_epoch(loop: Loop, stats: EpochStats, stop_epoch: int) -> None:
     """Count the epoch, log its steps, evaluate, write its eval record and checkpoint."""
-    state, world, t, prec = loop.state, loop.world, loop.recipe.train, loop.prec
+    state, world, cfg, prec = loop.state, loop.world, loop.recipe.train, loop.prec
     state.epoch += 1
     state.elapsed += stats.train_time
     correct, seen = (int(v) for v in world.sum([stats.hits, stats.seen], prec.device))
@@ -401,23 +401,23 @@ def end_epoch(loop: Loop, stats: EpochStats, stop_epoch: int) -> None:
         world.sync_buffers([state.model, *state.partners.values()])
     _side_values(stats.records)
     loop.log(stats.records)
-    if state.epoch % t.eval_every == 0 or state.epoch == t.epochs:
+    if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
         result = evaluate(state.ema.module if state.ema is not None else state.model,
                           loop.data, prec)
         for name, partner in loop.objective.evaluated().items():
             result[f"{name}_test_top1"] = evaluate(partner, loop.data, prec)["test_top1"]
         state.note_eval(result)
     steps = max(len(stats.records), 1)
-    rec = {"kind": "eval", "step": state.step, "epoch": state.epoch,
+    record = {"kind": "eval", "step": state.step, "epoch": state.epoch,
            "train_loss": stats.loss_sum / steps, "train_top1": 100.0 * correct / max(seen, 1),
            **state.last_eval,
            **({"train_ce": stats.ce_sum / steps} if len(loop.objective.term_names) > 1 else {}),
            "lr": state.optimizer.param_groups[0]["lr"], "epoch_time": stats.train_time,
            "ips": seen / max(stats.train_time, 1e-9)}
-    loop.log([rec])
-    loop.last_rec = rec
-    loop.show.epoch_end(state.epoch, rec)
-    if (state.epoch % t.checkpoint_every == 0 or state.epoch in (t.epochs, stop_epoch)) \
+    loop.log([record])
+    loop.last_rec = record
+    loop.progress.epoch_end(state.epoch, record)
+    if (state.epoch % cfg.checkpoint_every == 0 or state.epoch in (cfg.epochs, stop_epoch)) \
             and world.main:
         save_checkpoint(loop.paths, state, weights_metadata(loop.recipe, loop.data.info))
     world.barrier()
@@ -459,5 +459,5 @@ def end_run(loop: Loop, stats: dict[str, int]) -> RunResult:
     summary["verdict"] = judged.label
     summary["verdict_line"] = judged.one_line()
     write_json(paths.summary, summary)
-    loop.show.summary(summary, paths.root)
+    loop.progress.summary(summary, paths.root)
     return RunResult(run_dir=paths.root, summary=summary, model=final_model)
