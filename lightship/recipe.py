@@ -138,7 +138,10 @@ class MethodCfg(_Section):
     name: str = "supervised"
     """`supervised`, or terms joined by '+': kd, hint, at, dkd, dml, rocket, adversarial."""
     alpha: float = Field(0.9, ge=0, le=1)
-    """`kd`: loss = (1 − α)·CE + α·KD (α on KD; RepDistiller's defaults -r 0.1 -a 0.9)."""
+    """`kd`: loss = (1 − α)·CE + α·KD (α on KD; RepDistiller's defaults -r 0.1 -a 0.9), KD =
+    T²·KL batch mean. With `rocket` the light net's CE keeps weight 1 and α·KD is added (the
+    Rocket+KD of Zhou et al.); their code's α 0.9 is α = 2·0.9/classes here (0.18 on 10
+    classes), because its KL was averaged over batch × classes and doubled."""
     T: float = Field(4.0, gt=0)
     """Softmax temperature of `kd` and `dkd` (Hinton et al. 2015; 4 in RepDistiller/DKD)."""
     hint_weight: float = Field(0.01, ge=0)
@@ -181,8 +184,10 @@ class MethodCfg(_Section):
     MNIST-5k (resnet8×0.25 with a resnet20×0.25 booster, SGD lr 0.1, the old layouts): λ=1
     diverged in epoch 2, λ=0.1 cost 6 points of test top-1, 0.01 trained stably."""
     adv_pairs: list[tuple[str, str]] | None = None
-    """`adversarial`: (student module, teacher module) feature pairs; None = the last stage the two
-    nets name alike."""
+    """`adversarial`: (student module, teacher module) feature pairs, one critic each; None =
+    every stage the two nets name alike (one critic per feature scale, as GAN-KD has one per
+    SSD feature map). The student's term is the mean over the critics, so `adv_weight` keeps
+    the scale of one critic."""
     adv_loss: Literal["wgan", "hinge", "bce"] = "wgan"
     """`adversarial`: Wasserstein with weight clipping (Arjovsky et al. 2017), hinge, or BCE."""
     adv_weight: float = Field(0.1, ge=0)

@@ -212,10 +212,38 @@ def test_rocket_objective_and_gradients_equal_the_authors_h(block):
         dtype=torch.float64), atol=1e-6)
 
 
+def test_rocket_plus_kd_total_equals_the_authors():
+    """CE(light) keeps weight 1; the authors' α 0.9 on their KL (mean over B·C, ×2) is
+    α = 2·0.9/C on lightship's batch-mean KD."""
+    classes = Z_L.shape[1]
+    ours, g_l, g_b = _ours("rocket+kd", [f"method.alpha={2 * 0.9 / classes}",
+                                         "method.teacher.run=unused"], teacher=_Fixed(Z_T))
+    ys, y = Z_L.clone().requires_grad_(True), Z_B.clone().requires_grad_(True)
+    theirs = _authors_h(ys, y, Y, gamma=0.03, batch_size=2, grad_block=True, y_t=Z_T)
+    theirs.backward()
+    assert ours == pytest.approx(theirs.item(), rel=1e-6)
+    assert ours == pytest.approx(1.384155896580674, rel=1e-6)  # by hand, float64
+    assert torch.allclose(g_l, ys.grad, atol=1e-6) and torch.allclose(g_b, y.grad, atol=1e-6)
+
+
 def test_rocket_defaults_are_the_authors():
     cfg = build_recipe("baseline", ["method.name=rocket", "method.booster=wrn-40-1"]).method
     assert (cfg.rocket_lambda, cfg.share, cfg.gradient_block, cfg.share_bn) == (
         0.03, "interval", True, False)
+
+
+def test_adversarial_has_one_critic_per_stage_by_default():
+    cfg = build_recipe("baseline", ["method.name=adversarial",
+                                    "method.teacher.run=unused"]).method
+    student, teacher = create_model("resnet8", 3, 1, 8), create_model("resnet20", 3, 1, 8)
+    obj = Distill(cfg, student, teacher, input_shape=(1, 8))
+    assert obj.adv_pairs == [("layer1", "layer1"), ("layer2", "layer2"), ("layer3", "layer3")]
+    assert [c[0].in_channels for c in obj.adversarial.critics] == [16, 32, 64]
+    x = torch.randn(4, 1, 8, 8)
+    total, terms, _ = obj.loss(student, x, torch.tensor([0, 1, 2, 0]))
+    total.backward()
+    obj.side_loss().backward()  # every critic learns on its own stage
+    assert all(c[0].weight.grad.abs().sum() > 0 for c in obj.adversarial.critics)
 
 
 def test_mutual_kl_matches_a_hand_computation():

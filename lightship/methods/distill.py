@@ -16,8 +16,12 @@ Objective (terms joined by '+' in ``method.name``)::
            + CE(booster) + λ·‖s − sg(booster)‖² [rocket] + Σ peers' and student's mutual KL [dml]
            + adv_weight·ADV(D(adapter(feats_s))) + adv_cos·(1 − cos) [adversarial]
 
-with ``w_ce = 1 − α`` when `kd` is on (Hinton's α on KD), else 1. Formulas and defaults of each
-term are in :mod:`lightship.methods.kd` and :mod:`lightship.methods.attention`.
+with ``w_ce = 1 − α`` when `kd` is on without `rocket` (Hinton's α on KD), else 1: the authors'
+Rocket+KD adds the KD term to the light net's full CE (their α 0.9 on a KL averaged over
+batch × classes and doubled is α = 2·0.9/C on this batch-mean KD; see ``method.alpha``).
+Adversarial: one critic per stage the two nets name alike unless ``method.adv_pairs``. Formulas
+and defaults of each term are in :mod:`lightship.methods.kd` and
+:mod:`lightship.methods.attention`.
 """
 
 from __future__ import annotations
@@ -67,12 +71,14 @@ def load_teacher(cfg: MethodCfg, num_classes: int, in_chans: int, input_size: in
     return teacher
 
 
-def _default_pairs(student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
+def _default_pairs(student: nn.Module, teacher: nn.Module, term: str = "at"
+                   ) -> list[tuple[str, str]]:
     names = [n for n in getattr(student, "stage_names", []) if n.startswith("layer")]
     shared = [n for n in names if n in getattr(teacher, "stage_names", [])]
     if not shared:
-        raise UserError("method `at` found no stages named alike in student and teacher; set "
-                        "method.at_pairs=[[student_module, teacher_module], ...]")
+        option = "adv_pairs" if term == "adversarial" else "at_pairs"
+        raise UserError(f"method `{term}` found no stages named alike in student and teacher; set "
+                        f"method.{option}=[[student_module, teacher_module], ...]")
     return [(n, n) for n in shared]
 
 
@@ -86,10 +92,6 @@ def _feature_channels(net: nn.Module, names: list[str], in_chans: int, size: int
         channels = [taps.features[n].shape[1] for n in names]
     net.train(was_training)
     return channels
-
-
-def _last_shared_stage(student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
-    return _default_pairs(student, teacher)[-1:]
 
 
 class Distill:
@@ -134,7 +136,7 @@ class Distill:
         if "adversarial" in self.terms:
             from lightship.methods.adversarial import Adversarial
 
-            pairs = cfg.adv_pairs or _last_shared_stage(student, teacher)
+            pairs = cfg.adv_pairs or _default_pairs(student, teacher, "adversarial")
             self.adv_pairs = pairs
             self.adv_student_taps = Taps(student, [s for s, _ in pairs])
             self.adv_teacher_taps = Taps(teacher, [t for _, t in pairs])
@@ -213,7 +215,7 @@ class Distill:
         hard = target if target.ndim == 1 else target.argmax(1)
         ce = F.cross_entropy(s_logits.float(), target, label_smoothing=self.label_smoothing)
         terms: dict[str, Tensor] = {}
-        total = (1 - cfg.alpha) * ce if "kd" in self.terms else ce
+        total = (1 - cfg.alpha) * ce if "kd" in self.terms and self.rocket is None else ce
         terms["ce"] = ce.detach()
         if "kd" in self.terms:
             kd = kd_loss(s_logits, t_logits, cfg.T)
