@@ -21,11 +21,15 @@ Signals, checked in priority order (the first that fires sets the label):
    above 5 % of the peak when ``total_epochs`` is unknown), since the decay still to come lowers
    the loss. A finished schedule (last lr ≤ 5 % of the peak, or ``total_epochs`` reached) with a
    flat tail is ``converged``.
-5. ``underfitting``: the curve is flat and either (a) with a ``reference`` run (a heavier net on the
-   same data): the light net's level (best train loss, or its floor when the fits agree) exceeds
-   the reference's best train loss by more than ``max(0.5·|ref|, 0.02)`` (i.e. > 1.5x and
+5. ``underfitting``: the curve is flat and either (a) with a ``reference`` run (another net on
+   the same data): the light net's level (best train loss, or its floor when the fits agree)
+   exceeds the reference's best train loss by more than ``max(0.5·|ref|, 0.02)`` (i.e. > 1.5x and
    > ref + 0.02 for positive losses) while train ≈ test (``|gap| ≤ max(0.2·|train|, 0.05)``), so
-   capacity, not generalization, is the limit; or (b) without a reference, conservatively: on each
+   the fit, not generalization, is the limit. It is called *capacity* (and distilling from the
+   heavier net suggested) only when the reference has at least ``HEAVIER``× the light net's
+   parameters (``params`` of the runs' ``start`` records); at about equal size (plain20 vs
+   resnet20) the reason names the architecture instead, and with a count missing it claims
+   neither; or (b) without a reference, conservatively: on each
    of the last ``patience`` evaluations train top-1 < test top-1 − 5 points and train loss >
    test loss, i.e. regularization (mixup, smoothing, augmentation) holds the net back. Low
    accuracy with a flat curve and a gap near 0 is *not* called underfitting without a reference.
@@ -536,19 +540,40 @@ def _level(nums: dict[str, Any]) -> float:
     return best
 
 
+HEAVIER = 1.5
+"""A reference with at least this many times the light net's parameters counts as heavier."""
+
+
+def _params(records: Sequence[dict]) -> int | None:
+    """The model's parameter count from a run's ``start`` record (None when not recorded)."""
+    counts = [r["params"] for r in records if r.get("kind") == "start" and r.get("params")]
+    return int(counts[0]) if counts else None
+
+
 def _underfit_ref(nums: dict[str, Any], reference: Sequence[dict]) -> tuple[str, str] | None:
     ref = _series(reference).train
     ref = ref[np.isfinite(ref)]
     if not len(ref) or nums.get("gap") is None:
         return None
     ref_level, light = float(ref.min()), _level(nums)
-    nums.update(reference_level=ref_level, light_level=light)
+    nums.update(reference_level=ref_level, light_level=light, reference_params=_params(reference))
     close = abs(nums["gap"]) <= max(0.2 * abs(nums["train_last"]), 0.05)
     if light - ref_level <= max(0.5 * abs(ref_level), 0.02) or not close:
         return None
-    reason = (f"light floor {_loss(light)} vs reference {_loss(ref_level)} with train ≈ test "
-              f"(gap {nums['gap']:.2g}): underfitting by capacity")
-    return reason, "try kd or rocket from the heavier reference net (or a wider light net)"
+    head = (f"light floor {_loss(light)} vs reference {_loss(ref_level)} with train ≈ test "
+            f"(gap {nums['gap']:.2g})")
+    n_light, n_ref = nums.get("light_params"), nums["reference_params"]
+    if n_light is None or n_ref is None:
+        return (f"{head}: the reference fits the training data better (parameter counts not "
+                "recorded, so capacity is not judged)",
+                "if the reference is the heavier net, try kd or rocket from it (or a wider "
+                "light net)")
+    if n_ref >= HEAVIER * n_light:
+        return (f"{head}: underfitting by capacity",
+                "try kd or rocket from the heavier reference net (or a wider light net)")
+    return (f"{head}: the reference architecture fits better at {n_ref:,} vs {n_light:,} "
+            f"parameters, so the light architecture, not its size, limits it",
+            "try the reference's architecture at this size, or kd from it")
 
 
 def _underfit_reg(s: _Series, opts: _Opts) -> tuple[str, str] | None:
@@ -591,7 +616,8 @@ def verdict(records: list[dict], *, schedule: str | None = None, warmup_epochs: 
 
     ``schedule`` is the lr schedule name (None: inferred from the eval lr values);
     ``total_epochs`` the planned epochs (tells a finished schedule from a stopped one);
-    ``reference`` a heavier net's records on the same data (enables the capacity test);
+    ``reference`` another net's records on the same data (enables the capacity test, which
+    compares the two runs' parameter counts);
     ``mix_off_epochs`` (with ``total_epochs``) the recipe's last epochs without mixup/cutmix:
     their train loss drops because the targets became clean, not because training progressed,
     so the plateau test and the floor fit stop before them.
@@ -609,6 +635,7 @@ def verdict(records: list[dict], *, schedule: str | None = None, warmup_epochs: 
     if len(judged) < MIN_EVALS:
         return _too_short(s, judged, opts.warm)
     nums = _describe(judged, steps, opts)
+    nums["light_params"] = _params(records)
     label, head, suggestion = _decide(judged, nums, reference, opts)
     return Verdict(label, [head, *_context(nums)], nums, suggestion)
 
