@@ -179,7 +179,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="convergence verdict of run folders, with reasons")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--reference", metavar="RUN_DIR",
-                   help="a heavier net's run on the same data, to compare loss floors")
+                   help="another (usually heavier) net's run on the same data, to compare "
+                   "loss floors")
     p.set_defaults(func=cmd_diagnose)
 
     from lightship.export import add_export_parser

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from lightship.cli import main
+from lightship.diagnose import load_records
+from lightship.diagnose.signals import params_of as _params
+from lightship.models import create_model
 from tests.conftest import write_npz
 
 TINY = ["--recipe", "baseline", "--model", "cnn4", "--epochs", "1", "--batch-size", "8",
@@ -148,6 +151,9 @@ def test_diagnose_prints_a_verdict_and_rejects_non_runs(tmp_path, capsys):
     assert main(["diagnose", str(out / "r"), "--reference", str(out / "r")]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(f"{out / 'r'}: ") and "  - " in printed
+    # the capacity test compares parameter counts read from the runs' start records
+    cnn4 = sum(p.numel() for p in create_model("cnn4", 3, 1, 8).parameters())
+    assert _params(load_records(out / "r")) == cnn4
     assert main(["diagnose", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err

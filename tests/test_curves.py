@@ -15,12 +15,15 @@ from lightship.errors import UserError
 STEPS_PER_EPOCH = 4
 
 
-def records(train, test=None, lr=None, *, train_top1=None, test_top1=None, grad_norm=None):
+def records(train, test=None, lr=None, *, train_top1=None, test_top1=None, grad_norm=None,
+            params=None):
     """metrics.jsonl records for per-epoch train losses (each epoch's steps share its loss)."""
     n = len(train)
     lr = [0.1] * n if lr is None else list(lr)
     out = [{"kind": "start", "step": 0, "epoch": 0, "lr_peak": max(lr),
             "steps_per_epoch": STEPS_PER_EPOCH}]
+    if params is not None:
+        out[0]["params"] = params
     step = 0
     for i, loss in enumerate(train):
         for _ in range(STEPS_PER_EPOCH):
@@ -243,22 +246,51 @@ def test_negative_losses_plateau_and_floor():
     assert lo <= -4.6 <= hi
 
 
+def _n_params(name):
+    from lightship.models import create_model
+
+    return sum(p.numel() for p in create_model(name, 10, 1, 28).parameters())
+
+
 def test_reference_with_much_lower_floor_is_underfitting():
     n = 30
     light = exp_curve(n, floor=0.17)
     heavy = exp_curve(n, a=2.0, floor=0.05, seed=3)
-    ref = records(heavy, heavy + 0.1, cosine(n))
-    v = verdict(records(light, light + 0.01, cosine(n)), reference=ref, total_epochs=n)
+    ref = records(heavy, heavy + 0.1, cosine(n), params=_n_params("resnet20"))
+    v = verdict(records(light, light + 0.01, cosine(n), params=_n_params("resnet8")),
+                reference=ref, total_epochs=n)
     assert v.label == "underfitting"
     assert v.numbers.light_level == pytest.approx(0.17, abs=0.01)
     assert v.numbers.reference_level == pytest.approx(0.05, abs=0.01)
-    assert "kd" in v.suggestion and "rocket" in v.suggestion
+    assert "kd" in v.suggestion and "rocket" in v.suggestion and "heavier" in v.suggestion
     assert "underfitting by capacity" in v.reasons[0]
     # a reference only a little better: the light net is fine
     close = exp_curve(n, floor=0.16, seed=4)
     v = verdict(records(light, light + 0.01, cosine(n)), total_epochs=n,
                 reference=records(close, close, cosine(n)))
     assert v.label == "converged"
+
+
+def test_capacity_is_claimed_only_when_the_reference_has_more_parameters():
+    """plain20 vs resnet20: equal size (option-A shortcuts have no weights), so a lower floor
+    says the architecture fits better, not that the light net lacks capacity."""
+    n = 30
+    light = exp_curve(n, floor=0.17)
+    heavy = exp_curve(n, a=2.0, floor=0.05, seed=3)
+    plain, res = _n_params("plain20"), _n_params("resnet20")
+    assert plain == res
+    ref = records(heavy, heavy + 0.1, cosine(n), params=res)
+    v = verdict(records(light, light + 0.01, cosine(n), params=plain), reference=ref,
+                total_epochs=n)
+    assert v.label == "underfitting"
+    assert "capacity" not in v.reasons[0] and "heavier" not in v.suggestion
+    assert f"{res:,} vs {plain:,} parameters" in v.reasons[0]
+    assert "architecture" in v.reasons[0] and "architecture" in v.suggestion
+    assert (v.numbers.light_params, v.numbers.reference_params) == (plain, res)
+    # counts not recorded (older runs): no capacity claim either
+    v = verdict(records(light, light + 0.01, cosine(n)), reference=records(
+        heavy, heavy + 0.1, cosine(n)), total_epochs=n)
+    assert v.label == "underfitting" and "capacity is not judged" in v.reasons[0]
 
 
 def test_underfitting_without_reference_is_conservative():

@@ -21,11 +21,15 @@ Signals, checked in priority order (the first that fires sets the label):
    above 5 % of the peak when ``total_epochs`` is unknown), since the decay still to come lowers
    the loss. A finished schedule (last lr ≤ 5 % of the peak, or ``total_epochs`` reached) with a
    flat tail is ``converged``.
-5. ``underfitting``: the curve is flat and either (a) with a ``reference`` run (a heavier net on the
-   same data): the light net's level (best train loss, or its floor when the fits agree) exceeds
-   the reference's best train loss by more than ``max(0.5·|ref|, 0.02)`` (i.e. > 1.5x and
+5. ``underfitting``: the curve is flat and either (a) with a ``reference`` run (another net on
+   the same data): the light net's level (best train loss, or its floor when the fits agree)
+   exceeds the reference's best train loss by more than ``max(0.5·|ref|, 0.02)`` (i.e. > 1.5x and
    > ref + 0.02 for positive losses) while train ≈ test (``|gap| ≤ max(0.2·|train|, 0.05)``), so
-   capacity, not generalization, is the limit; or (b) without a reference, conservatively: on each
+   the fit, not generalization, is the limit. It is called *capacity* (and distilling from the
+   heavier net suggested) only when the reference has at least ``HEAVIER``× the light net's
+   parameters (``params`` of the runs' ``start`` records); at about equal size (plain20 vs
+   resnet20) the reason names the architecture instead, and with a count missing it claims
+   neither; or (b) without a reference, conservatively: on each
    of the last ``patience`` evaluations train top-1 < test top-1 − 5 points and train loss >
    test loss, i.e. regularization (mixup, smoothing, augmentation) holds the net back. Low
    accuracy with a flat curve and a gap near 0 is *not* called underfitting without a reference.
@@ -63,6 +67,7 @@ from lightship.diagnose.signals import (
     grad_trend,
     noise_level,
     overfit,
+    params_of,
     plateau,
     schedule_info,
     series,
@@ -84,7 +89,8 @@ def verdict(records: list[dict], *, schedule: str | None = None, warmup_epochs: 
 
     ``schedule`` is the lr schedule name (None: inferred from the eval lr values);
     ``total_epochs`` the planned epochs (tells a finished schedule from a stopped one);
-    ``reference`` a heavier net's records on the same data (enables the capacity test);
+    ``reference`` another net's records on the same data (enables the capacity test, which
+    compares the two runs' parameter counts);
     ``mix_off_epochs`` (with ``total_epochs``) the recipe's last epochs without mixup/cutmix:
     their train loss drops because the targets became clean, not because training progressed,
     so the plateau test and the floor fit stop before them.
@@ -102,6 +108,7 @@ def verdict(records: list[dict], *, schedule: str | None = None, warmup_epochs: 
     if len(judged) < MIN_EVALS:
         return _too_short(s, judged, opts.warm)
     nums = _describe(judged, steps, opts)
+    nums.light_params = params_of(records)
     label, head, suggestion = _decide(judged, nums, reference, opts)
     return Verdict(label, [head, *context(nums)], nums, suggestion)
 

@@ -27,6 +27,8 @@ DROP = 2.0             # an lr ratio of at least this between evaluations = an l
 
 
 FINISHED_LR = 0.05     # last lr at most this fraction of the peak = the schedule has finished
+HEAVIER = 1.5
+"""A reference with at least this many times the light net's parameters counts as heavier."""
 
 
 
@@ -98,6 +100,8 @@ class Numbers:
     # capacity against a reference run
     reference_level: float | None = None
     light_level: float | None = None
+    light_params: int | None = None        # from the runs' start records
+    reference_params: int | None = None
     # divergence
     nonfinite_step: int | None = None
     nonfinite_epoch: int | None = None

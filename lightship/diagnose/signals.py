@@ -15,6 +15,7 @@ from lightship.diagnose.result import (
     DROP,
     EXPLODE,
     FINISHED_LR,
+    HEAVIER,
     MIN_EVALS,
     SCHEDULES,
     Numbers,
@@ -253,19 +254,36 @@ def _level(nums: Numbers) -> float:
     return best
 
 
+def params_of(records: Sequence[dict]) -> int | None:
+    """The model's parameter count from a run's ``start`` record (None when not recorded)."""
+    counts = [r["params"] for r in RunRecords(list(records)).starts if r.get("params")]
+    return int(counts[0]) if counts else None
+
+
 def underfit_by_reference(nums: Numbers, reference: Sequence[dict]) -> tuple[str, str] | None:
     ref = series(reference).train
     ref = ref[np.isfinite(ref)]
     if not len(ref) or nums.gap is None:
         return None
     ref_level, light = float(ref.min()), _level(nums)
-    nums.update(reference_level=ref_level, light_level=light)
+    nums.update(reference_level=ref_level, light_level=light, reference_params=params_of(reference))
     close = abs(nums.gap) <= max(0.2 * abs(nums.train_last), 0.05)
     if light - ref_level <= max(0.5 * abs(ref_level), 0.02) or not close:
         return None
-    reason = (f"light floor {fmt_loss(light)} vs reference {fmt_loss(ref_level)} with train ≈ test "
-              f"(gap {nums.gap:.2g}): underfitting by capacity")
-    return reason, "try kd or rocket from the heavier reference net (or a wider light net)"
+    head = (f"light floor {fmt_loss(light)} vs reference {fmt_loss(ref_level)} with train ≈ test "
+            f"(gap {nums.gap:.2g})")
+    n_light, n_ref = nums.light_params, nums.reference_params
+    if n_light is None or n_ref is None:
+        return (f"{head}: the reference fits the training data better (parameter counts not "
+                "recorded, so capacity is not judged)",
+                "if the reference is the heavier net, try kd or rocket from it (or a wider "
+                "light net)")
+    if n_ref >= HEAVIER * n_light:
+        return (f"{head}: underfitting by capacity",
+                "try kd or rocket from the heavier reference net (or a wider light net)")
+    return (f"{head}: the reference architecture fits better at {n_ref:,} vs {n_light:,} "
+            f"parameters, so the light architecture, not its size, limits it",
+            "try the reference's architecture at this size, or kd from it")
 
 
 def underfit_by_regularization(s: Series, opts: Opts) -> tuple[str, str] | None:

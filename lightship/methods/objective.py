@@ -11,7 +11,11 @@ good teacher is patient and consistent"), runs in inference mode, and never rece
 features come from forward hooks (:class:`lightship.models.Taps`), so any registry, timm or
 torchvision model can teach without being edited. Objective (terms joined by '+')::
 
-    loss = w_ce·CE(s, y) + Σ_terms addends   (w_ce = 1 − α with `kd`, else 1)
+    loss = w_ce·CE(s, y) + Σ_terms addends
+
+with ``w_ce = 1 − α`` when `kd` is on without `rocket` (Hinton's α on KD), else 1: the authors'
+Rocket+KD adds the KD term to the light net's full CE (their α 0.9 on a KL averaged over
+batch × classes and doubled is α = 2·0.9/C on this batch-mean KD; see ``method.alpha``).
 """
 
 from __future__ import annotations
@@ -90,9 +94,14 @@ class TermObjective:
         self.terms: list[Term] = [cls(cfg, ctx) for name, cls in TERMS.items()
                                   if name in cfg.terms]
         weights = [w for w in (t.ce_weight() for t in self.terms) if w is not None]
-        self.ce_weight = weights[0] if weights else None
+        full = any(t.keeps_full_ce for t in self.terms)
+        self.ce_weight = weights[0] if weights and not full else None
         self.term_names = ("ce", *(log for t in self.terms for log in t.logs))
         self._side = [t for t in self.terms if t.side_optimizer is not None]
+
+    def term(self, name: str) -> Term:
+        """The built term of this name (to inspect its partners, pairs or taps)."""
+        return next(t for t in self.terms if t.name == name)
 
     def trainable(self) -> dict[str, nn.Module]:
         return _merged([t.trainable() for t in self.terms])

@@ -81,6 +81,7 @@ class Term:
     needs_teacher: ClassVar[bool] = False
     needs_teacher_features: ClassVar[bool] = False  # reads teacher features (no logit cache)
     logs: ClassVar[tuple[str, ...]] = ()  # names of the logged values, in order
+    keeps_full_ce: ClassVar[bool] = False  # with this term on, no term reweights the CE
 
     def __init__(self, cfg: MethodCfg, ctx: TermContext) -> None:
         self.cfg = cfg
@@ -154,7 +155,8 @@ def method_help() -> str:
 
 @register
 class KD(Term):
-    """Hinton KD: loss = (1 − α)·CE + α·KD(s, t) at temperature T."""
+    """Hinton KD: loss = (1 − α)·CE + α·KD(s, t) at temperature T (CE at weight 1 with
+    `rocket`, whose authors add α·KD to the light net's full CE; see ``method.alpha``)."""
 
     name, summary, needs_teacher, logs = "kd", "Hinton KD, teacher", True, ("kd",)
 
@@ -238,6 +240,7 @@ class RocketTerm(Term):
     """Rocket Launching: a booster sharing layers with the student (lightship.methods.rocket)."""
 
     name, summary, logs = "rocket", "booster with shared layers", ("booster_ce", "rocket")
+    keeps_full_ce = True  # the authors' Rocket+KD adds KD to the light net's full CE
 
     def __init__(self, cfg: MethodCfg, ctx: TermContext) -> None:
         from lightship.methods.rocket import Rocket
@@ -291,17 +294,18 @@ class MutualTerm(Term):
 
 @register
 class AdversarialTerm(Term):
-    """Adversarial feature distillation with discriminators (lightship.methods.adversarial)."""
+    """Adversarial feature distillation with discriminators (lightship.methods.adversarial): one
+    critic per stage the two nets name alike unless ``method.adv_pairs``."""
 
     name, summary, logs = "adversarial", "feature discriminators, teacher", ("adversarial", "cos")
     needs_teacher = needs_teacher_features = True
 
     def __init__(self, cfg: MethodCfg, ctx: TermContext) -> None:
         from lightship.methods.adversarial import Adversarial
-        from lightship.models.taps import Taps, feature_channels, last_shared_stage
+        from lightship.models.taps import Taps, default_pairs, feature_channels
 
         super().__init__(cfg, ctx)
-        self.pairs = cfg.adv_pairs or last_shared_stage(ctx.student, ctx.teacher)
+        self.pairs = cfg.adv_pairs or default_pairs(ctx.student, ctx.teacher, self.name)
         self.student_taps = Taps(ctx.student, [s for s, _ in self.pairs])
         self.teacher_taps = Taps(ctx.teacher, [t for _, t in self.pairs])
         device = next(ctx.student.parameters()).device

@@ -60,18 +60,17 @@ class Taps:
         self.remove()
 
 
-def default_pairs(student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
-    """(student, teacher) stages named alike in both (layer1, layer2, ...)."""
+def default_pairs(student: nn.Module, teacher: nn.Module, term: str = "at"
+                  ) -> list[tuple[str, str]]:
+    """(student, teacher) stages named alike in both (layer1, layer2, ...); ``term`` names the
+    method (and its pairs option) in the error."""
     names = [n for n in getattr(student, "stage_names", []) if n.startswith("layer")]
     shared = [n for n in names if n in getattr(teacher, "stage_names", [])]
     if not shared:
-        raise UserError("method `at` found no stages named alike in student and teacher; set "
-                        "method.at_pairs=[[student_module, teacher_module], ...]")
+        option = "adv_pairs" if term == "adversarial" else "at_pairs"
+        raise UserError(f"method `{term}` found no stages named alike in student and teacher; set "
+                        f"method.{option}=[[student_module, teacher_module], ...]")
     return [(n, n) for n in shared]
-
-
-def last_shared_stage(student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
-    return default_pairs(student, teacher)[-1:]
 
 
 def feature_channels(net: nn.Module, names: list[str], in_chans: int, size: int,

@@ -59,7 +59,8 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
                    help="HTML file to write (default RUN_DIR/report.html for one run, "
                    "report.html for several)")
     p.add_argument("--reference", metavar="RUN_DIR",
-                   help="a heavier net's run on the same data: compare loss floors")
+                   help="another (usually heavier) net's run on the same data: compare loss "
+                   "floors")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard scalars to RUN_DIR/tensorboard "
                    "(needs pip install 'lightship[tensorboard]')")
