@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from lightship import interrupt
 from lightship.errors import Interrupted, UserError
+from lightship.fileio import user_path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,8 +54,8 @@ def _overrides(args: argparse.Namespace) -> list[str | tuple[str, object]]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from lightship.api import train
     from lightship.recipe import build_recipe
-    from lightship.train.loop import train
 
     progress = False if args.no_progress else None
     if args.resume:
@@ -77,7 +77,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         return cmd_train(args)
     extra: list[tuple[str, object]] = [("method.name", args.method)]  # as written, not YAML
     if args.teacher:
-        teacher = Path(args.teacher).expanduser()
+        teacher = user_path(args.teacher)
         key = "weights" if teacher.suffix == ".safetensors" else "run"
         extra.append((f"method.teacher.{key}", str(teacher)))
     if args.booster:
@@ -89,14 +89,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lightship.evaluate import evaluate_target
+    from lightship.api import evaluate
 
-    res = evaluate_target(Path(args.target).expanduser(), data=args.data,
-                          batch_size=args.batch_size, device=args.device,
-                          image_size=args.image_size)
-    print(f"{res['model']} on {res['data']}: test top-1 {res['test_top1']:.2f}%  "
-          f"top-5 {res['test_top5']:.2f}%  loss {res['test_loss']:.4f}  "
-          f"({res['n_test']} images)")
+    res = evaluate(args.target, data=args.data, batch_size=args.batch_size, device=args.device,
+                   image_size=args.image_size)
+    print(f"{res.model} on {res.data}: test top-1 {res.test_top1:.2f}%  "
+          f"top-5 {res.test_top5:.2f}%  loss {res.test_loss:.4f}  ({res.n_test} images)")
     return 0
 
 
@@ -138,16 +136,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from lightship.diagnose import load_records
-    from lightship.recipe import load_saved_recipe
-    from lightship.runs import RunPaths
-    from lightship.train.loop import run_verdict
+    from lightship.api import diagnose
 
-    reference = load_records(Path(args.reference).expanduser()) if args.reference else None
     for run in args.runs:
-        paths = RunPaths(Path(run).expanduser())
-        load_records(paths.root)  # a clear message for a folder that is not a run
-        v = run_verdict(paths, load_saved_recipe(paths.recipe), reference=reference)
+        v = diagnose(run, reference=args.reference)
         print(f"{run}: {v.one_line()}")
         for reason in v.reasons:
             print(f"  - {reason}")
@@ -158,6 +150,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     from lightship import __version__
+    from lightship.methods.terms import method_help
 
     parser = _Parser(prog="lightship", description="Train light image classifiers to "
                      "convergence and lift them toward heavy ones.")
@@ -173,9 +166,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher",
                    help="teacher: a lightship run folder or a lightship .safetensors file "
                    "(needed by kd, hint, at, dkd, adversarial)")
-    p.add_argument("--method", default="kd",
-                   help="kd, hint, at, dkd, dml, rocket, adversarial, or a '+'-joined "
-                   "combination such as rocket+kd (default kd)")
+    p.add_argument("--method", default="kd", help=method_help())
     p.add_argument("--teacher-model", metavar="NAME",
                    help="architecture of a --teacher .safetensors without lightship metadata "
                    "(a registry name, timm:NAME or torchvision:NAME)")
@@ -195,7 +186,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="convergence verdict of run folders, with reasons")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--reference", metavar="RUN_DIR",
-                   help="a heavier net's run on the same data, to compare loss floors")
+                   help="another (usually heavier) net's run on the same data, to compare "
+                   "loss floors")
     p.set_defaults(func=cmd_diagnose)
 
     from lightship.export import add_export_parser

@@ -25,6 +25,8 @@ from pydantic import (
 )
 
 from lightship.errors import UserError, closest
+from lightship.fileio import user_path
+from lightship.methods.terms import TERMS, parse_method
 
 
 class _Section(BaseModel):
@@ -130,16 +132,15 @@ class TeacherCfg(_Section):
     "Knowledge distillation: A good teacher is patient and consistent")."""
 
 
-METHOD_TERMS = ("kd", "hint", "at", "dkd", "dml", "rocket", "adversarial")
-TEACHER_TERMS = ("kd", "hint", "at", "dkd", "adversarial")
-"""Terms that learn from a frozen teacher; `dml` (peers) and `rocket` (booster) need none."""
-
-
 class MethodCfg(_Section):
     name: str = "supervised"
-    """`supervised`, or terms joined by '+': kd, hint, at, dkd, dml, rocket, adversarial."""
+    """`supervised`, or terms joined by '+' (the table in lightship.methods.terms: kd, hint, at,
+    dkd, rocket, dml, adversarial)."""
     alpha: float = Field(0.9, ge=0, le=1)
-    """`kd`: loss = (1 − α)·CE + α·KD (α on KD; RepDistiller's defaults -r 0.1 -a 0.9)."""
+    """`kd`: loss = (1 − α)·CE + α·KD (α on KD; RepDistiller's defaults -r 0.1 -a 0.9), KD =
+    T²·KL batch mean. With `rocket` the light net's CE keeps weight 1 and α·KD is added (the
+    Rocket+KD of Zhou et al.); their code's α 0.9 is α = 2·0.9/classes here (0.18 on 10
+    classes), because its KL was averaged over batch × classes and doubled."""
     T: float = Field(4.0, gt=0)
     """Softmax temperature of `kd` and `dkd` (Hinton et al. 2015; 4 in RepDistiller/DKD)."""
     hint_weight: float = Field(0.01, ge=0)
@@ -165,21 +166,27 @@ class MethodCfg(_Section):
     booster: str | None = None
     """`rocket`: the booster net, a deeper net of the student's family (resnet20 → resnet56,
     wrn-16-1 → wrn-40-1)."""
-    share: Literal["bottom", "interval"] = "bottom"
-    """`rocket` layer sharing: bottom = stem and the student's first stage; interval = the first
-    block of every stage."""
+    share: Literal["interval", "bottom", "stem+stage1", "none"] = "interval"
+    """`rocket` layer sharing, the authors' rule (stem ↔ stem, light block j of stage s ↔ booster
+    block j of stage s; norms and head stay the light net's own): interval = a light net with
+    the booster's stages and fewer blocks (wrn-16-1 with wrn-40-1); bottom = a light net that is
+    the booster's first stages (wrn-40-1-s2 with wrn-40-1); stem+stage1 = only the stem and the
+    light net's first stage (lightship's own); none = nothing tied (the no-sharing ablation)."""
     share_bn: bool = False
     """`rocket`: share the norm layers of shared blocks too (default: conv weights only)."""
     gradient_block: bool = True
     """`rocket`: the hint does not update the booster's own parameters (booster logits detached);
     False = `none`, the hint pulls both nets."""
-    rocket_lambda: float = Field(0.01, ge=0)
-    """`rocket`: λ of the logit hint λ·‖z_light − z_booster‖² (sum over classes, batch mean).
-    Measured on MNIST-5k (resnet8×0.25 with a resnet20×0.25 booster, SGD lr 0.1): λ=1 diverged
-    in epoch 2, λ=0.1 cost 6 points of test top-1; 0.01 trains stably."""
+    rocket_lambda: float = Field(0.03, ge=0)
+    """`rocket`: λ of the logit hint λ·‖z_light − z_booster‖² (sum over classes, batch mean):
+    0.03, the authors' γ in every Rocket command, with the same reduction. Measured earlier on
+    MNIST-5k (resnet8×0.25 with a resnet20×0.25 booster, SGD lr 0.1, the old layouts): λ=1
+    diverged in epoch 2, λ=0.1 cost 6 points of test top-1, 0.01 trained stably."""
     adv_pairs: list[tuple[str, str]] | None = None
-    """`adversarial`: (student module, teacher module) feature pairs; None = the last stage the two
-    nets name alike."""
+    """`adversarial`: (student module, teacher module) feature pairs, one critic each; None =
+    every stage the two nets name alike (one critic per feature scale, as GAN-KD has one per
+    SSD feature map). The student's term is the mean over the critics, so `adv_weight` keeps
+    the scale of one critic."""
     adv_loss: Literal["wgan", "hinge", "bce"] = "wgan"
     """`adversarial`: Wasserstein with weight clipping (Arjovsky et al. 2017), hinge, or BCE."""
     adv_weight: float = Field(0.1, ge=0)
@@ -195,28 +202,24 @@ class MethodCfg(_Section):
     @field_validator("name")
     @classmethod
     def _known_terms(cls, name: str) -> str:
-        if name == "supervised":
-            return name
-        for term in name.split("+"):
-            if term not in METHOD_TERMS:
-                raise ValueError(f"method '{term}' is unknown{closest(term, METHOD_TERMS)}; "
-                                 f"use supervised or a '+'-joined set of {', '.join(METHOD_TERMS)}")
+        parse_method(name)
         return name
 
     @model_validator(mode="after")
-    def _partners(self) -> MethodCfg:
-        if "rocket" in self.terms and not self.booster:
-            raise ValueError("method rocket needs a booster net of the student's family: set "
-                             "method.booster (e.g. resnet56 for a resnet20 student)")
+    def _term_checks(self) -> MethodCfg:
+        for term in self.terms:
+            problem = TERMS[term].check(self)
+            if problem:
+                raise ValueError(problem)
         return self
 
     @property
     def terms(self) -> list[str]:
-        return [] if self.name == "supervised" else self.name.split("+")
+        return parse_method(self.name)
 
     @property
     def needs_teacher(self) -> bool:
-        return any(term in TEACHER_TERMS for term in self.terms)
+        return any(TERMS[term].needs_teacher for term in self.terms)
 
 
 class TrainCfg(_Section):
@@ -388,7 +391,7 @@ def build_recipe(source: str | dict[str, Any] | None = None,
     elif source in PRESETS:
         tree = {"preset": source}
     else:
-        path = Path(source).expanduser()
+        path = user_path(source)
         if not path.exists():
             raise UserError(f"recipe '{source}' is neither a preset ({', '.join(PRESETS)}) nor an "
                             f"existing YAML file{closest(source, PRESETS)}")

@@ -26,6 +26,7 @@ import yaml
 from PIL import Image
 
 from lightship.cli import main
+from tests.conftest import write_npz
 
 SYN = "synthetic:n=48,classes=3,size=8,channels=1"
 TINY = ["--recipe", "baseline", "--model", "cnn4", "--epochs", "1", "--batch-size", "8",
@@ -92,15 +93,7 @@ class Ctx:
         return Case(argv, words, self.w.runs / self.name, may_create, absent)
 
     def npz(self, **over: np.ndarray) -> str:
-        rng = np.random.default_rng(0)
-        arrays = {"x_train": rng.integers(0, 256, (30, 8, 8), dtype=np.uint8),
-                  "y_train": np.arange(30) % 3,
-                  "x_test": rng.integers(0, 256, (9, 8, 8), dtype=np.uint8),
-                  "y_test": np.arange(9) % 3}
-        arrays.update(over)
-        path = self.tmp / "data.npz"
-        np.savez(path, **arrays)
-        return str(path)
+        return write_npz(self.tmp / "data.npz", **over)
 
     def image_folder(self, classes: str = "ab", n: int = 3) -> Path:
         root = self.tmp / "images"
@@ -150,7 +143,7 @@ class Ctx:
 def _other_architecture_weights(path: Path) -> None:
     """Overwrite ``path`` with weights of cnn8 (the run was cnn4) on the same data shape."""
     from lightship.models import create_model
-    from lightship.train.checkpoint import read_weights, save_weights
+    from lightship.weights import read_weights, save_weights
 
     _, meta = read_weights(path)
     meta = {**meta, "model": "cnn8", "model_options": {**meta["model_options"], "name": "cnn8"}}
@@ -387,24 +380,24 @@ def disk_full_metrics(c: Ctx) -> Case:
 
 
 def disk_full_checkpoint(c: Ctx) -> Case:
-    c.monkeypatch.setattr("lightship.train.checkpoint.save_file", _disk_full)
+    c.monkeypatch.setattr("lightship.weights.save_file", _disk_full)
     return c.train(words=("disk full while writing", "safetensors", "free space", "--overwrite"),
                    may_create=True, absent=("--resume",))
 
 
 def disk_full_summary(c: Ctx) -> Case:
-    from lightship.train import checkpoint
+    from lightship import runs
 
-    real = checkpoint.atomic_write
+    real = runs.atomic_write_json
 
-    def fills_up_at_summary(path: Path, write) -> None:
+    def fills_up_at_summary(path: Path, obj) -> None:
         if path.name == "summary.json":
             _disk_full()
-        real(path, write)
+        real(path, obj)
 
     # The last write of a run: its checkpoint is in, so --resume finishes it (was: "run it
     # again", which then refused the existing folder).
-    c.monkeypatch.setattr(checkpoint, "atomic_write", fills_up_at_summary)
+    c.monkeypatch.setattr(runs, "atomic_write_json", fills_up_at_summary)
     return c.train(words=("disk full while writing", "summary.json", "continue with --resume"),
                    may_create=True)
 
@@ -768,7 +761,7 @@ def test_no_recipe_empty_recipe_and_default_are_one(tmp_path, monkeypatch, capsy
     assert build_recipe(str(tmp_path / "epochs.yaml")) == build_recipe("default",
                                                                        ["train.epochs=3"])
     seen = []
-    monkeypatch.setattr(loop, "_train", lambda recipe, *a: seen.append(recipe))
+    monkeypatch.setattr(loop, "_train_in_world", lambda recipe, *a: seen.append(recipe))
     loop.train()
     assert seen == [default]
 

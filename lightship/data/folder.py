@@ -45,8 +45,9 @@ from lightship.data.augment import (
     normalise,
 )
 from lightship.data.info import DatasetInfo
-from lightship.data.tensor import BatchPlan, check_batch_size
+from lightship.data.tensor import BatchedData, check_batch_size
 from lightship.errors import UserError
+from lightship.errors import exception_line as _reason
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm", ".pbm"}
@@ -56,11 +57,6 @@ ALPHA_MODES = {"LA", "PA", "RGBA", "RGBa"}
 MIN_LEVELS = 32  # high-bit images must keep at least this many of the 256 grey levels
 DEFAULT_IMAGE_SIZE = 64
 STATS_IMAGES = 500
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _unreadable(path: str, exc_or_reason: BaseException | str) -> UserError:
@@ -197,7 +193,7 @@ def _collate(items: list) -> tuple[Tensor, Tensor] | _Failed:
             torch.tensor([y for _, y in items], dtype=torch.int64))
 
 
-class FolderData(BatchPlan):
+class FolderData(BatchedData):
     """An ImageFolder tree streamed through a DataLoader; same API and semantics as TensorData."""
 
     def __init__(self, root: Path, train_dir: Path, test_dir: Path, *, fraction: float = 1.0,

@@ -31,6 +31,7 @@ from lightship.data.formats import (
 )
 from lightship.data.tensor import TensorData
 from lightship.errors import UserError, closest
+from lightship.fileio import user_path
 
 Data = TensorData | FolderData
 
@@ -134,7 +135,7 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
     ).endswith(".npz")
     if base in BUILTINS and not is_pathlike:
         return TensorData(load_builtin(spec), **kw)
-    path = Path(spec).expanduser()
+    path = user_path(spec)
     if not path.exists():
         if is_pathlike:
             raise UserError(f"dataset path {spec} does not exist; give an existing path or a "
@@ -162,3 +163,10 @@ def describe_dataset(spec: str, **kw: Any) -> dict[str, Any]:
         counts = np.bincount(labels, minlength=info.num_classes)
         out[f"{split}_counts"] = {c: int(n) for c, n in zip(info.classes, counts, strict=True)}
     return out
+
+
+def load_data(cfg: Any) -> Data:
+    """The dataset a recipe's ``data`` section names: the one place that turns a
+    :class:`~lightship.recipe.DataCfg` into :func:`load_dataset` arguments."""
+    return load_dataset(cfg.name, fraction=cfg.fraction, max_per_class=cfg.max_per_class,
+                        seed=cfg.seed, image_size=cfg.image_size, workers=cfg.workers)

@@ -44,7 +44,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(n, generator=make_generator(seed, epoch, 0, ORDER_STREAM))
 
 
-class BatchPlan:
+class BatchedData:
     """Shared batching rules: batch-size checks, steps per epoch, rank shards, per-batch RNG."""
 
     info: DatasetInfo
@@ -76,7 +76,7 @@ class BatchPlan:
         return i * world + rank
 
 
-class TensorData(BatchPlan):
+class TensorData(BatchedData):
     """A dataset held in memory as uint8 tensors; :meth:`to` moves it to the device once.
 
     Batches are ``index_select`` gathers of a random permutation plus the batched augmentation of

@@ -9,9 +9,9 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
 from lightship.errors import UserError
+from lightship.fileio import user_path
 
 
 def _names(text: str) -> list[str]:
@@ -48,7 +48,7 @@ def cmd_gradients(args: argparse.Namespace) -> int:
           f"(recalibrated on {args.calib} training images at init, stored stats for --weights)")
     print(format_table(results))
     if args.output:
-        plot(results, str(Path(args.output).expanduser()),
+        plot(results, str(user_path(args.output)),
              title=f"shattered gradients, {args.data}, seed {args.seed}")
         print(f"plot: {args.output}")
     return 0
