@@ -13,7 +13,7 @@ from lightship.build import build_model
 from lightship.cli import main
 from lightship.data import load_data, load_dataset
 from lightship.errors import UserError
-from lightship.evaluate import evaluate
+from lightship.evaluate import evaluate, evaluate_target
 from lightship.finetune import apply_init, init_student, read_init
 from lightship.models import create_model
 from lightship.recipe import build_recipe
@@ -216,3 +216,7 @@ def test_class_subset_and_resize_are_recorded(tmp_path):
     with pytest.raises(UserError, match="data.classes"):
         build_recipe("baseline", ["data.classes=[1, 1]"])
     assert json.loads(json.dumps(recipe.to_dict()))["data"]["classes"] == [5, 6, 7, 8, 9]
+    # a weights file is evaluated on the subset and size it was trained on
+    path = tmp_path / "w.safetensors"
+    save_weights(path, build_model(recipe, 5, 1, 28), meta)
+    assert evaluate_target(path).n_test == info.n_test
