@@ -113,6 +113,11 @@ class ModelCfg(_Section):
     width: float = Field(1.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
 
+    def architecture(self) -> dict[str, Any]:
+        """The options that define the net (``create_model(name, ..., **rest)``): all but
+        ``init``, which says where training started."""
+        return self.model_dump(mode="json", exclude={"init"})
+
 
 class OptimCfg(_Section):
     name: Literal["sgd", "adamw"] = "sgd"

@@ -44,7 +44,8 @@ def weights_metadata(recipe: Recipe, info: DatasetInfo) -> dict[str, Any]:
     return {
         "format": WEIGHTS_FORMAT,
         "model": recipe.model.name,
-        "model_options": recipe.model.model_dump(mode="json"),
+        "model_options": recipe.model.architecture(),
+        "init": recipe.model.init,
         "num_classes": info.num_classes,
         "in_chans": info.in_chans,
         "input_size": info.input_size,
@@ -159,8 +160,7 @@ class ModelSource:
         """The registry model these weights belong to, with the weights loaded (safetensors)."""
         from lightship.models import create_model
 
-        # `init` says where training started, not what the net is
-        options = {k: v for k, v in self.options.items() if k not in ("name", "init")}
+        options = {k: v for k, v in self.options.items() if k != "name"}
         model = create_model(self.name, num_classes, in_chans, input_size, **options)
         load_weights(model, self.weights)
         return model
@@ -180,7 +180,7 @@ def resolve_source(target: Path, role: str = "target") -> ModelSource:
         recipe = load_saved_recipe(paths.recipe)
         weights = weights_of_run(paths)
         _, meta = read_weights(weights)
-        return ModelSource(recipe.model.model_dump(), weights, meta, recipe)
+        return ModelSource(recipe.model.architecture(), weights, meta, recipe)
     _, meta = read_weights(target)
     if meta.get("format") != WEIGHTS_FORMAT:
         hint = (" or name its architecture with --teacher-model NAME (method.teacher.model)"
