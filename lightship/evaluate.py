@@ -61,8 +61,8 @@ def evaluate_target(target: Path | str, data: str | None = None, batch_size: int
                     device: str = "auto") -> EvalResult:
     """Evaluate ``target`` (run folder or .safetensors) on ``data`` (default: its own dataset).
 
-    A run folder's data subset (fraction, max_per_class, seed, image size) is kept; a weights
-    file is evaluated at the input size it was trained at.
+    A run folder's data subset (fraction, max_per_class, seed, image size, classes) is kept; a
+    weights file is evaluated at the input size and on the class subset it was trained on.
     """
     from lightship.data import load_data, load_dataset
     from lightship.train.precision import choose_device, choose_precision
@@ -75,7 +75,9 @@ def evaluate_target(target: Path | str, data: str | None = None, batch_size: int
     else:
         data = data or src.meta["data"]
         size = src.meta.get("input_size")
-        dataset = load_dataset(data, **({"image_size": size} if size is not None else {}))
+        classes = (src.meta.get("data_options") or {}).get("classes")
+        dataset = load_dataset(data, classes=classes,
+                               **({"image_size": size} if size is not None else {}))
     info = dataset.info
     check_fits(src.meta, info, "eval", who=src.weights, data=data)
     model = src.build(info.num_classes, info.in_chans, info.input_size)
