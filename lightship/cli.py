@@ -28,6 +28,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="sets train.batch_size")
     p.add_argument("--lr", type=float, help="sets optim.lr (the base LR before linear scaling)")
     p.add_argument("--seed", type=int, help="sets train.seed")
+    p.add_argument("--init", metavar="SOURCE", help="start from these weights (sets model.init): "
+                   "a run folder, a .safetensors file or a .pt/.pth state_dict; tensors match by "
+                   "name and shape, a head of another class count is re-initialised")
     p.add_argument("--device", help="sets train.device (auto, cpu, cuda, cuda:1)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe key, e.g. --set schedule.name=cosine (repeatable)")
@@ -46,6 +49,7 @@ def _overrides(args: argparse.Namespace) -> list[str | tuple[str, object]]:
     '2024', not YAML's integer), then the ``--set`` strings (read as YAML)."""
     flags = {"data": "data.name", "model": "model.name", "epochs": "train.epochs",
              "batch_size": "train.batch_size", "lr": "optim.lr", "seed": "train.seed",
+             "init": "model.init",
              "device": "train.device", "name": "run.name", "out": "run.dir"}
     out: list[str | tuple[str, object]] = [(key, getattr(args, attr))
                                            for attr, key in flags.items()

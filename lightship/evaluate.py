@@ -62,9 +62,9 @@ def evaluate_target(target: Path | str, data: str | None = None, batch_size: int
     """Evaluate ``target`` (run folder or .safetensors) on ``data`` (default: its own dataset).
 
     Its own dataset is prepared as in training (a run folder's subset: fraction, max_per_class,
-    seed; the trained image size); other data is loaded as it is and refused when its shape
-    differs, unless ``image_size`` asks to resize it. A run folder and its weights file follow
-    the same rule.
+    seed, classes; the trained image size; a weights file's class subset); other data is loaded
+    as it is and refused when its shape differs, unless ``image_size`` asks to resize it. A run
+    folder and its weights file follow the same rule.
     """
     from lightship.data import load_data, load_dataset
     from lightship.train.precision import choose_device, choose_precision
@@ -81,7 +81,9 @@ def evaluate_target(target: Path | str, data: str | None = None, batch_size: int
     if src.recipe is not None:
         dataset = load_data(src.recipe.data.model_copy(update={"name": data, "image_size": size}))
     else:
-        dataset = load_dataset(data, **({"image_size": size} if size is not None else {}))
+        classes = (src.meta.get("data_options") or {}).get("classes")
+        dataset = load_dataset(data, classes=classes,
+                               **({"image_size": size} if size is not None else {}))
     info = dataset.info
     check_fits(src.meta, info, "eval", who=src.weights, data=data)
     model = src.build(info.num_classes, info.in_chans, info.input_size)

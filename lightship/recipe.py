@@ -44,10 +44,39 @@ class DataCfg(_Section):
     max_per_class: int | None = Field(None, ge=1)
     seed: int = 0
     """Seed of the subset draw (independent of the training seed)."""
+    classes: list[int] | None = None
+    """Keep only these classes (original label indices) and relabel them 0..k−1 in this order:
+    `5-9`, `0,2,4` or `[5, 6, 7, 8, 9]` (MNIST-5k digits 0–4 as a pretraining source, 5–9 as a
+    fine-tuning target: He et al. 2019, "Rethinking ImageNet Pre-training"). In-memory data only."""
     image_size: int | None = Field(None, ge=4)
-    """ImageFolder only: images are resized to this square size."""
+    """Resize images to this square side once at load time (torch's bilinear, antialiased
+    interpolate), e.g. sklearn digits 8×8 → 28 to fine-tune a net pretrained on MNIST. Default:
+    the data's own size (ImageFolder: 64, or smaller images' median shorter side)."""
     workers: int = Field(2, ge=0)
     """ImageFolder only: DataLoader worker processes."""
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _class_list(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]
+        if not isinstance(value, str):
+            return value
+        out: list[int] = []
+        for part in (p.strip() for p in value.split(",") if p.strip()):
+            lo, dash, hi = part.partition("-")
+            if not (lo.strip().isdigit() and (not dash or hi.strip().isdigit())):
+                raise ValueError("give class indices like 5-9, 0,2,4 or [5, 6, 7]")
+            out += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+        return out
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (len(set(value)) != len(value) or not value
+                                  or min(value) < 0):
+            raise ValueError("class indices must be distinct, >= 0, and at least one")
+        return value
 
 
 class AugmentCfg(_Section):
@@ -67,6 +96,12 @@ class AugmentCfg(_Section):
 
 class ModelCfg(_Section):
     name: str = "resnet8"
+    init: str | None = None
+    """Initial weights (`--init`): a run folder, a lightship .safetensors, or a plain state_dict
+    (.safetensors, or .pt/.pth read as tensors only, never unpickled) such as a torchvision or
+    timm checkpoint saved by the user. Tensors match by name and shape; a head of another class
+    count is re-initialised; a first conv is adapted 1 ↔ 3 channels (timm's adapt_input_conv).
+    None = random init."""
     norm: Literal["bn", "gn", "syncbn", "none"] = "bn"
     gn_groups: int = Field(8, ge=1)
     zero_gamma: bool = False
@@ -79,6 +114,11 @@ class ModelCfg(_Section):
     """The same net without shortcuts (the degradation experiment)."""
     width: float = Field(1.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
+
+    def architecture(self) -> dict[str, Any]:
+        """The options that define the net (``create_model(name, ..., **rest)``): all but
+        ``init``, which says where training started."""
+        return self.model_dump(mode="json", exclude={"init"})
 
 
 class OptimCfg(_Section):
@@ -242,6 +282,30 @@ class TrainCfg(_Section):
     on_nonfinite: Literal["stop", "skip"] = "stop"
 
 
+class FinetuneCfg(_Section):
+    """Fine-tuning controls, mostly for a start from ``model.init`` (He, Girshick & Dollár 2019,
+    "Rethinking ImageNet Pre-training", fine-tune with frozen BN as detection does)."""
+
+    freeze_bn: bool = False
+    """Every BatchNorm keeps its running statistics (eval mode) and affine parameters fixed."""
+    freeze: list[str] = []
+    """Module prefixes kept fixed, parameters and norm statistics (e.g. `stem,layer1`; a wrapped
+    timm/torchvision net also takes its own names, e.g. `conv1,layer1`)."""
+    backbone_lr_mult: float = Field(1.0, ge=0)
+    """LR multiplier of every student parameter outside the classifier head."""
+    head_lr_mult: float = Field(1.0, ge=0)
+    """LR multiplier of the classifier head (the last Linear layer)."""
+    reinit_head: bool = False
+    """Do not load the head from ``model.init`` even when its class count fits."""
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _prefix_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+
 class RunCfg(_Section):
     name: str | None = None
     """Run folder name under dir; None = <model>_<data>_<timestamp>."""
@@ -256,6 +320,7 @@ class Recipe(_Section):
     schedule: ScheduleCfg = ScheduleCfg()
     method: MethodCfg = MethodCfg()
     train: TrainCfg = TrainCfg()
+    finetune: FinetuneCfg = FinetuneCfg()
     run: RunCfg = RunCfg()
 
     @model_validator(mode="after")

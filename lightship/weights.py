@@ -9,12 +9,15 @@ Nothing is ever unpickled. This is the one home of:
 * :func:`save_weights` / :func:`read_weights` / :func:`load_weights`;
 * :class:`ModelSource` and :func:`resolve_source` — "which weights does this run folder or file
   hold, and which model do they belong to";
-* :func:`check_fits` — "does this model fit this data" (class count, input shape).
+* :func:`check_fits` — "does this model fit this data" (class count, input shape);
+* :func:`load_plain` — ``torch.load(weights_only=True)``: tensors and plain containers, never code.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +44,8 @@ def weights_metadata(recipe: Recipe, info: DatasetInfo) -> dict[str, Any]:
     return {
         "format": WEIGHTS_FORMAT,
         "model": recipe.model.name,
-        "model_options": recipe.model.model_dump(mode="json"),
+        "model_options": recipe.model.architecture(),
+        "init": recipe.model.init,
         "num_classes": info.num_classes,
         "in_chans": info.in_chans,
         "input_size": info.input_size,
@@ -49,6 +53,7 @@ def weights_metadata(recipe: Recipe, info: DatasetInfo) -> dict[str, Any]:
         "std": list(info.std),
         "classes": list(info.classes),
         "data": recipe.data.name,
+        "data_options": {"classes": recipe.data.classes, "image_size": recipe.data.image_size},
     }
 
 
@@ -95,6 +100,36 @@ def load_weights(module: nn.Module, path: Path) -> dict[str, Any]:
                         "was trained with")
     module.load_state_dict(tensors)
     return meta
+
+
+def load_reason(exc: Exception) -> str:
+    """The telling part of a torch.load failure (weights_only errors start with boilerplate)."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    if found:
+        return found.group(1).split(" was not an allowed global")[0].strip()[:120]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        lines = [ln for ln in lines[1:] if not ln.startswith("Check the documentation")]
+        if lines:
+            return lines[0].split(" whose module")[0][:120]
+        return "it names objects other than plain tensors"
+    first = lines[0][:120] if lines else ""
+    return f"{type(exc).__name__}: {first}" if len(first) < 30 else first
+
+
+def load_plain(path: Path, what: str, fix: str) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only. A file that
+    holds code (a pickled object with ``__reduce__``), a torn or a foreign file is a one-line
+    UserError ("refusing to load PATH: WHAT (reason); FIX"); nothing in it is executed."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torn and foreign files fail in many exception types
+        raise UserError(f"refusing to load {path}: {what} ({load_reason(exc)}); {fix}") from None
 
 
 def weights_of_run(paths: RunPaths) -> Path:
@@ -146,7 +181,7 @@ def resolve_source(target: Path | str, role: str = "target") -> ModelSource:
         recipe = load_saved_recipe(paths.recipe)
         weights = weights_of_run(paths)
         _, meta = read_weights(weights)
-        return ModelSource(recipe.model.model_dump(), weights, meta, recipe)
+        return ModelSource(recipe.model.architecture(), weights, meta, recipe)
     _, meta = read_weights(target)
     if meta.get("format") != WEIGHTS_FORMAT:
         hint = (" or name its architecture with --teacher-model NAME (method.teacher.model)"

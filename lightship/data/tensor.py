@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightship.data.arrays import Arrays, channel_stats, check_arrays, subset_indices
+from lightship.data.arrays import (
+    Arrays,
+    channel_stats,
+    check_arrays,
+    keep_classes,
+    subset_indices,
+)
 from lightship.data.augment import (
     AUGMENT_STREAM,
     ORDER_STREAM,
@@ -84,8 +90,11 @@ class TensorData(BatchedData):
     """
 
     def __init__(self, arrays: Arrays, *, fraction: float = 1.0, max_per_class: int | None = None,
-                 seed: int = 0, image_size: int | None = None) -> None:
+                 seed: int = 0, image_size: int | None = None,
+                 classes: list[int] | None = None) -> None:
         a = check_arrays(arrays)
+        if classes is not None:
+            a = check_arrays(keep_classes(a, classes))
         k = len(a.classes)
         keep = subset_indices(a.y_train, k, fraction, max_per_class, seed)
         x_train, y_train = (a.x_train, a.y_train) if keep is None else (a.x_train[keep],

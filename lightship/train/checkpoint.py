@@ -11,8 +11,6 @@ Nothing is ever unpickled: weights load through safetensors, the state file thro
 from __future__ import annotations
 
 import json
-import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,27 +21,11 @@ from torch import nn
 from lightship.errors import UserError
 from lightship.fileio import atomic_write, atomic_write_json
 from lightship.runs import RunPaths
-from lightship.weights import load_weights, save_weights
+from lightship.weights import load_plain, load_weights, save_weights
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def _load_reason(exc: Exception) -> str:
-    """The telling part of a torch.load failure (weights_only errors start with boilerplate)."""
-    text = str(exc)
-    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
-    if found:
-        return found.group(1).split(" was not an allowed global")[0].strip()[:120]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if lines and lines[0].startswith("Weights only load failed"):
-        lines = [ln for ln in lines[1:] if not ln.startswith("Check the documentation")]
-        if lines:
-            return lines[0].split(" whose module")[0][:120]
-        return "it names objects other than plain tensors"
-    first = lines[0][:120] if lines else ""
-    return f"{type(exc).__name__}: {first}" if len(first) < 30 else first
 
 
 def load_state(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -54,14 +36,8 @@ def load_state(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
     """
     if not path.exists():
         raise UserError(f"checkpoint state {path} is missing; the run has no checkpoint to resume")
-    try:
-        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error says it all
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torn and foreign files fail in many exception types
-        raise UserError(f"refusing to load {path}: not a lightship state file "
-                        f"({_load_reason(exc)}); checkpoints are only read as plain tensors, "
-                        "never as code") from None
+    state = load_plain(path, "not a lightship state file",
+                       "checkpoints are only read as plain tensors, never as code")
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if not isinstance(state, dict) or missing:
         raise UserError(f"refusing to load {path}: not a lightship state file (no "

@@ -33,6 +33,7 @@ from lightship.diagnose import judge_run
 from lightship.errors import Interrupted, UserError
 from lightship.evaluate import evaluate
 from lightship.fileio import atomic_write_text, user_path
+from lightship.finetune import freeze, init_student, lr_multipliers
 from lightship.methods.objective import Objective
 from lightship.models import check_norm, model_stats
 from lightship.recipe import Recipe, build_recipe, load_saved_recipe
@@ -184,6 +185,9 @@ def _train_in_world(recipe: Recipe, resume: str | Path | None, world: World,
     torch.manual_seed(cfg.seed)
     model = build_model(recipe, info.num_classes, info.in_chans, info.input_size)
     stats = model_stats(model, info.in_chans, info.input_size)
+    # model.init (a resumed run restores its own weights) and the frozen parts, before the disk
+    init_rec = init_student(model, recipe, info.classes) if resume is None else None
+    freeze(model, recipe.finetune, recipe.model.name)
     model = model.to(prec.device, memory_format=prec.memory_format)
     data.to(prec.device)
     augment = build_augment(recipe, info)
@@ -205,7 +209,11 @@ def _train_in_world(recipe: Recipe, resume: str | Path | None, world: World,
         world.barrier()
         loop = _wire(recipe, paths, data, model, objective, prec, augment, world,
                      steps_per_epoch, resume is not None, progress, quiet)
-        result = run_epochs(loop, stats, teacher_eval, stop_after_epochs)
+        if init_rec is not None and world.main and not quiet:
+            print(f"init from {init_rec['source']} (sha256 {init_rec['sha256'][:12]}): "
+                  f"{init_rec['line']}", flush=True)
+        start = {**teacher_eval, **({"init": init_rec} if init_rec is not None else {})}
+        result = run_epochs(loop, stats, start, stop_after_epochs)
         interrupt.check()  # a Ctrl-C that came while the data loader stopped its workers
         return result
     except OSError as exc:  # disk full, folder not writable: one line naming the file
@@ -227,7 +235,8 @@ def _wire(recipe: Recipe, paths: RunPaths, data: Any, model: nn.Module, objectiv
     # Partners (booster, peers, adapters) share the student's optimizer and schedule; shared
     # parameters (Rocket) appear once.
     optimizer = make_optimizer(nn.ModuleDict({"student": model, **trainable}) if trainable
-                               else model, recipe.optim, global_batch)
+                               else model, recipe.optim, global_batch,
+                               lr_multipliers(model, recipe.finetune))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # SequentialLR's epoch-argument notice
         scheduler = make_scheduler(optimizer, recipe.schedule, cfg.epochs, steps_per_epoch)
@@ -274,9 +283,10 @@ def _resume(loop: Loop, metrics: MetricsLog) -> None:
     loop.last_rec = (read_records(paths.root).evals or [{}])[-1]
 
 
-def run_epochs(loop: Loop, stats: dict[str, int], teacher_eval: dict[str, float],
+def run_epochs(loop: Loop, stats: dict[str, int], start: dict[str, Any],
          stop_after_epochs: int | None) -> RunResult:
-    """The loop itself: epochs until the end (or ``stop_after_epochs``), then the run's end."""
+    """The loop itself: epochs until the end (or ``stop_after_epochs``), then the run's end.
+    ``start`` adds to the start record (the teacher's test numbers, the init report)."""
     state, epochs, prec = loop.state, loop.recipe.train.epochs, loop.prec
     loop.log([{"kind": "start", "step": state.step, "epoch": state.epoch,
                "resumed": loop.resuming, "params": stats["params"], "macs": stats["macs"],
@@ -284,7 +294,7 @@ def run_epochs(loop: Loop, stats: dict[str, int], teacher_eval: dict[str, float]
                "channels_last": prec.channels_last, "lr_peak": loop.lr_peak,
                "steps_per_epoch": loop.steps_per_epoch,
                "augment": vars(loop.augment), "method": loop.recipe.method.name,
-               "world_size": loop.world.size, **teacher_eval}])
+               "world_size": loop.world.size, **start}])
     stop_epoch = epochs if stop_after_epochs is None else min(epochs,
                                                               state.epoch + stop_after_epochs)
     loop.progress.start(state.epoch)
