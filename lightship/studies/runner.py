@@ -115,9 +115,9 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
         raise UserError(f"unknown budget '{budget_name}'{closest(budget_name, BUDGETS)}; "
                         f"budgets: {', '.join(BUDGETS)}")
     budget = study.budgets[budget_name]
-    if epochs is not None:
-        if epochs < 1:
-            raise UserError(f"--epochs {epochs} must be at least 1")
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs {epochs} must be at least 1")
+    if epochs is not None and epochs != budget.epochs:  # plan.json stores the epochs it ran
         budget = replace(budget, epochs=epochs, note=f"{budget.note}; --epochs {epochs} "
                          f"instead of the budget's {budget.epochs}")
     if seeds is not None and seeds < 1:
