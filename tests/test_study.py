@@ -26,7 +26,8 @@ from lightship.data.builtin import _mnist5k_arrays
 from lightship.data.folds import kfold_indices
 from lightship.studies import get_study
 from lightship.studies.analysis import Analysis, to_markdown
-from lightship.studies.runner import make_plan
+from lightship.studies.base import Arm, Budget, Study
+from lightship.studies.runner import Cell, _blocked, _ready, execute, make_plan
 from lightship.studies.stats import paired
 
 DATA = "synthetic:n=8000,classes=4,size=8,channels=1"
@@ -333,3 +334,46 @@ def test_report_accepts_a_study_folder(uninterrupted, capsys):
         assert needle in md
     assert (uninterrupted / "underfit.png").stat().st_size > 1000
     assert len(list((uninterrupted / "curves").glob("*.png"))) == 3
+
+
+class _TeacherStudent(Study):
+    """A two-arm study whose student is distilled from the teacher cell of its seed and fold."""
+
+    name = "toy-needs"
+    budgets = {"quick": Budget("quick", epochs=1, seeds=1, folds=2, note="toy",
+                               final_eval_only=True)}
+
+    def arms(self, budget):
+        tiny = {"model.name": "resnet8", "model.width": 0.25, "train.epochs": 1,
+                "train.batch_size": 64}
+        return [Arm("student", "student", "baseline", {**tiny, "method.name": "kd"},
+                    needs={"method.teacher.run": "teacher"}),
+                Arm("teacher", "teacher", "baseline", tiny, cost=5.0)]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_cell_that_needs_another_arm_gets_its_run_folder_and_waits_for_it(jobs, tmp_path):
+    out = tmp_path / "study"
+    plan = make_plan(_TeacherStudent(), "quick", seeds=None, folds=None, data=DATA, out=out,
+                     command="toy", arms=["student"])  # the teacher comes along
+    assert sorted({c.arm for c in plan.cells}) == ["student", "teacher"]
+    student = next(c for c in plan.cells if c.arm == "student" and c.fold == 1)
+    assert student.needs == ("cells/teacher/s0-f1",)
+    assert student.recipe.method.teacher.run == str(out / "cells/teacher/s0-f1")
+    order = []
+    records = execute(plan, jobs=jobs, quiet=True, on_record=lambda c, r: order.append(c.rel))
+    assert all(r["status"] == "finished" for r in records.values())
+    for fold in (0, 1):  # each student ran after its own teacher
+        assert order.index(f"cells/teacher/s0-f{fold}") < order.index(f"cells/student/s0-f{fold}")
+    start = json.loads((out / "cells/student/s0-f0/metrics.jsonl").read_text().splitlines()[0])
+    assert "teacher" in json.dumps(start)
+
+
+def test_a_cell_whose_needed_cell_failed_is_reported_not_run():
+    cell = Cell("student", 0, 0, "cells/student/s0-f0", None, 1.0, ("cells/teacher/s0-f0",))
+    assert _ready(cell, {}) is False
+    assert _ready(cell, {"cells/teacher/s0-f0": {"status": "finished"}}) is True
+    failed = {"cells/teacher/s0-f0": {"status": "failed"}}
+    assert _ready(cell, failed) is None
+    rec = _blocked(cell, failed)
+    assert rec["status"] == "failed" and "cells/teacher/s0-f0" in rec["error"]

@@ -48,6 +48,10 @@ class Arm:
     overrides: dict[str, Any]
     cost: float = 1.0
     """Relative seconds per epoch (measured per-epoch timings), for ordering cells and the ETA."""
+    needs: dict[str, str] = field(default_factory=dict)
+    """Recipe key → arm name: the key is set to that arm's run folder of the same seed and fold
+    (e.g. ``{"method.teacher.run": "teacher"}``, ``{"model.init": "source"}``), and the cell
+    starts only after that one has finished."""
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ class Cell:
     recipe: Recipe
     units: float
     """Expected cost (arm cost × epochs) for ordering and the ETA."""
+    needs: tuple[str, ...] = ()
+    """Cells (their ``rel``) that must have finished before this one starts."""
 
     @property
     def key(self) -> tuple[int, int | None]:
@@ -70,7 +72,7 @@ class Plan:
                 "seeds": self.seeds,
                 "command": self.command,
                 "arms": [{"name": a.name, "label": a.label, "preset": a.preset,
-                          "overrides": a.overrides} for a in self.arms]}
+                          "overrides": a.overrides, "needs": a.needs} for a in self.arms]}
 
 
 def cell_name(seed: int, fold: int | None) -> str:
@@ -151,7 +153,7 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
             if name not in known:
                 raise UserError(f"--arms: study {study.name} has no arm '{name}'"
                                 f"{closest(name, known)}; its arms: {', '.join(known)}")
-        chosen = [a for a in chosen if a.name in arms]
+        chosen = _with_needs(chosen, set(arms))
     cells = []
     for arm in chosen:
         for seed in seed_list:
@@ -163,10 +165,44 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                     over.update({"data.folds": k, "data.fold": fold})
                 if budget.final_eval_only:  # the loop always evaluates the last epoch
                     over["train.eval_every"] = 10**6
+                needs = tuple(f"cells/{a}/{cell_name(seed, fold)}" for a in arm.needs.values())
+                over.update({key: str(out / rel_) for key, rel_ in zip(arm.needs, needs,
+                                                                       strict=True)})
                 recipe = build_recipe(arm.preset, over)
                 cells.append(Cell(arm.name, seed, fold, rel, recipe,
-                                  arm.cost * recipe.train.epochs))
+                                  arm.cost * recipe.train.epochs, needs))
     return Plan(study, budget, data, seed_list, k, out, cells, command, chosen)
+
+
+def _with_needs(arms: list[Arm], names: set[str]) -> list[Arm]:
+    """The arms named, plus every arm they need (a teacher, a pretrained source), in study
+    order."""
+    by_name = {a.name: a for a in arms}
+    todo = list(names)
+    while todo:
+        for dep in by_name[todo.pop()].needs.values():
+            if dep not in names:
+                names.add(dep)
+                todo.append(dep)
+    return [a for a in arms if a.name in names]
+
+
+def _ready(cell: Cell, records: dict[str, dict]) -> bool | None:
+    """True when every cell ``cell`` needs has finished, False while one is still to run, None
+    when one of them failed (so this cell cannot run)."""
+    for rel in cell.needs:
+        rec = records.get(rel)
+        if rec is None:
+            return False
+        if rec.get("status") != "finished":
+            return None
+    return True
+
+
+def _blocked(cell: Cell, records: dict[str, dict]) -> dict[str, Any]:
+    bad = [rel for rel in cell.needs if records.get(rel, {}).get("status") != "finished"]
+    return {"arm": cell.arm, "seed": cell.seed, "fold": cell.fold, "run": cell.rel,
+            "status": "failed", "error": f"not trained: {', '.join(bad)}, which it needs, failed"}
 
 
 def check_cells(plan: Plan) -> None:
@@ -319,12 +355,19 @@ def execute(plan: Plan, jobs: int = 1, progress: bool | None = None, quiet: bool
 
     try:
         if jobs == 1:
-            for cell in todo:
+            while todo:  # longest ready cell first; a cell waits for the cells it needs
+                cell = next((c for c in todo if _ready(c, records) is not False), None)
+                if cell is None:
+                    raise RuntimeError(f"cells wait on cells that never run: {todo[0].needs}")
+                todo.remove(cell)
+                if _ready(cell, records) is None:
+                    finish(cell, _blocked(cell, records))
+                    continue
                 running[:] = [cell]
                 finish(cell, run_cell(_spec(plan, cell)))
                 running.clear()
         else:
-            _parallel(plan, todo, jobs, running, finish)
+            _parallel(plan, todo, jobs, running, finish, records)
     finally:
         stop.set()
         show.close()
@@ -332,7 +375,7 @@ def execute(plan: Plan, jobs: int = 1, progress: bool | None = None, quiet: bool
 
 
 def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
-              finish: Callable[[Cell, dict], None]) -> None:
+              finish: Callable[[Cell, dict], None], records: dict[str, dict]) -> None:
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -346,10 +389,19 @@ def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
     ok = False
     try:
         while queue or futures:
-            while queue and len(futures) < jobs:
-                cell = queue.pop(0)
+            for cell in [c for c in queue if _ready(c, records) is None]:
+                queue.remove(cell)
+                finish(cell, _blocked(cell, records))
+            ready = [c for c in queue if _ready(c, records)]
+            while ready and len(futures) < jobs:
+                cell = ready.pop(0)
+                queue.remove(cell)
                 futures[pool.submit(run_cell, _spec(plan, cell))] = cell
                 running.append(cell)
+            if not futures:
+                if queue and not any(_ready(c, records) is not False for c in queue):
+                    raise RuntimeError(f"cells wait on cells that never run: {queue[0].needs}")
+                continue
             done, _ = wait(futures, return_when=FIRST_COMPLETED)
             for fut in done:
                 cell = futures.pop(fut)
