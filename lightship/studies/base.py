@@ -81,6 +81,10 @@ class Study:
     def comparisons(self, budget: Budget) -> list[Comparison]:
         raise NotImplementedError
 
+    def extra_arms(self, budget: Budget) -> list[Arm]:
+        """Arms trained only when named with ``--arms`` (a targeted extra run)."""
+        return []
+
     def verdicts(self, res: Analysis) -> list[str]:
         """One line per claim: "agrees with <paper>: …" or "does not agree: …", with numbers."""
         raise NotImplementedError

@@ -148,6 +148,7 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                                 "re-run with the same options or give another --out")
     chosen = study.arms(budget)
     if arms:
+        chosen += study.extra_arms(budget)
         known = [a.name for a in chosen]
         for name in arms:
             if name not in known:

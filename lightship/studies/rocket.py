@@ -1,0 +1,208 @@
+"""`rocket`: Rocket Launching against KD and AT, with its ablations (Zhou et al. 2018, Tables 1–2).
+
+The paper's claims (CIFAR-10/100, WRN-16-1 light net, WRN-40-1 booster): the light net trained
+by Rocket beats the same net trained alone and trained by KD; the gradient block and the layer
+sharing each help (Table 2: without either, the light net is worse); Rocket + KD is the best light
+net of the table. Arms, each with the authors' own setting (``rocket_interval.py``,
+``rocket_bottom.py``, their README's commands; /work/notes issue 11's research, in the docs):
+
+- light alone (wrn-16-1) and booster alone (wrn-40-1), plain CE;
+- AT (β 1000, CE 1, the three stage outputs) and KD (α 0.9, T 4: (1 − α)·CE + α·T²·KL batch
+  mean, Hinton's scale) from the *booster alone* cell of the same seed and fold as teacher (the
+  authors' ``resnet_40_1_booster``);
+- Rocket interval: wrn-16-1 whose every conv is the booster's (stem ↔ stem, block j of a stage ↔
+  the booster's block j), λ 0.03 (sum over classes, batch mean), gradient block on;
+- Rocket bottom: the light net is the booster's stem and first two stages (wrn-40-1-s2), paired
+  with its own light-alone baseline (their ``rocket_bottom.py --depth 16``);
+- Rocket + KD: interval plus KD from the booster-alone cell, the light net's CE at weight 1 and
+  α 0.18 (= their α 0.9: their KL is averaged over batch × classes and doubled, 2/C of ours);
+- ablations (Table 2): no gradient block; no sharing (``share=none``: the booster trains beside
+  the light net with its own weights; the authors' no-sharing path still shared the stem); neither.
+
+Schedule, scaled from the authors' 200 CIFAR epochs: SGD momentum 0.9 (no Nesterov), lr 0.1,
+weight decay 5e-4, batch 128, lr × 0.2 at 30 / 60 / 80 % of training, crop augmentation (pad 3 at
+28², no flip for digits).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightship.studies.base import Arm, Budget, Comparison, Study, agree
+
+PAPER = "Zhou et al. 2018 (Rocket Launching, Tables 1–2)"
+LIGHT, BOOSTER, BOTTOM = "wrn-16-1", "wrn-40-1", "wrn-40-1-s2"
+LAMBDA, T, KD_ALPHA, AT_BETA = 0.03, 4.0, 0.9, 1000.0
+ROCKET_KD_ALPHA = 2 * 0.9 / 10
+"""The authors' Rocket+KD α 0.9 on their KD scale (2/C of the batch-mean KD) for 10 classes."""
+
+# Relative seconds per epoch at width ×0.5, one torch thread (light alone = 1: 5.5 s for 1,500
+# training and 1,250 test digits), measured on the shared 2-core machine at load 5–6
+# (docs/studies.md): they order the cells and weight the ETA.
+EPOCH_COST = {"light": 1.0, "booster": 1.7, "bottom-light": 1.6, "at": 1.5, "kd": 1.3,
+              "rocket-interval": 2.5, "rocket-bottom": 2.6, "rocket-kd": 3.1, "no-gb": 2.5,
+              "no-share": 2.6, "neither": 2.6}
+
+
+def _teacher() -> dict[str, str]:
+    return {"method.teacher.run": "booster"}
+
+
+class RocketStudy(Study):
+    name = "rocket"
+    title = "Rocket Launching vs KD and AT, with its ablations"
+    paper = PAPER
+    claim = ("the light net trained by Rocket beats it trained alone and by KD; the gradient block "
+             "and the sharing each help; Rocket + KD is the best light net.")
+    budgets = {
+        "quick": Budget("quick", epochs=1, seeds=1, folds=2, note=(
+            "wrn-16-1 / wrn-40-1 at width ×0.25, 1 epoch on 10 % of each fold's training "
+            "digits: checks the machinery only"), options={"width": 0.25, "fraction": 0.1},
+            final_eval_only=True),
+        "default": Budget("default", epochs=8, seeds=1, folds=3, note=(
+            "the paper's pair wrn-16-1 / wrn-40-1 (depth ratio 2.5) and the authors' values "
+            "(λ 0.03, T 4, KD α 0.9, AT β 1000, Rocket+KD α 0.9 on their scale, SGD 0.1, wd "
+            "5e-4, batch 128, lr × 0.2 at 30/60/80 %), scaled down: width ×0.5 for every net "
+            "(8/16/32 channels instead of 16/32/64), MNIST-5k instead of CIFAR-10, 8 epochs of "
+            "3,333 digits (3-fold; 208 steps of 128) instead of 200 epochs of 50k images "
+            "(78k steps)"),
+            options={"width": 0.5, "fraction": 1.0}),
+        "full": Budget("full", epochs=200, seeds=3, folds=None, note=(
+            "the paper's CIFAR setting: wrn-16-1 / wrn-40-1 at full width, 200 epochs, lr × 0.2 "
+            "at 60/120/160; give --data PATH/cifar-10-batches-py (or cifar-100) and a GPU"),
+            options={"width": 1.0, "fraction": 1.0}),
+    }
+
+    def _base(self, budget: Budget, width: float | None = None) -> dict[str, Any]:
+        e, w = budget.epochs, width or budget.options["width"]
+        # channels_last crashes this torch's CPU backward (oneDNN, torch 2.14.1) on a 1×1
+        # stride-2 conv with < 8 input channels: layer2.0's shortcut below width ×0.5 (see the
+        # degradation study); NCHW there.
+        return {"model.name": LIGHT, "model.width": w,
+                "train.channels_last": "auto" if w >= 0.5 else False,
+                "data.fraction": budget.options["fraction"], "train.epochs": e,
+                "train.batch_size": 128, "optim.lr": 0.1, "optim.momentum": 0.9,
+                "optim.nesterov": False, "optim.weight_decay": 5e-4,
+                "schedule.name": "multistep", "schedule.gamma": 0.2,
+                "schedule.milestones": [round(0.3 * e, 3), round(0.6 * e, 3), round(0.8 * e, 3)],
+                "method.T": T}
+
+    def _arms(self, budget: Budget) -> list[tuple[str, str, dict[str, Any], dict[str, str]]]:
+        rocket = {"method.name": "rocket", "method.booster": BOOSTER, "method.share": "interval",
+                  "method.rocket_lambda": LAMBDA, "method.gradient_block": True}
+        return [
+            ("light", f"light alone ({LIGHT})", {}, {}),
+            ("at", f"AT (β {AT_BETA:g})", {"method.name": "at", "method.at_beta": AT_BETA},
+             _teacher()),
+            ("kd", f"KD (α {KD_ALPHA:g}, T {T:g})", {"method.name": "kd",
+                                                     "method.alpha": KD_ALPHA}, _teacher()),
+            ("rocket-interval", f"Rocket interval (λ {LAMBDA:g})", rocket, {}),
+            ("bottom-light", f"bottom light alone ({BOTTOM})", {"model.name": BOTTOM}, {}),
+            ("rocket-bottom", f"Rocket bottom ({BOTTOM}, λ {LAMBDA:g})",
+             {**rocket, "model.name": BOTTOM, "method.share": "bottom"}, {}),
+            ("rocket-kd", f"Rocket + KD (α {ROCKET_KD_ALPHA:g} = their 0.9)",
+             {**rocket, "method.name": "rocket+kd", "method.alpha": ROCKET_KD_ALPHA},
+             _teacher()),
+            ("booster", f"booster alone ({BOOSTER})", {"model.name": BOOSTER}, {}),
+            ("no-gb", "Rocket, no gradient block", {**rocket, "method.gradient_block": False},
+             {}),
+            ("no-share", "Rocket, no sharing", {**rocket, "method.share": "none"}, {}),
+            ("neither", "Rocket, neither", {**rocket, "method.share": "none",
+                                            "method.gradient_block": False}, {}),
+        ]
+
+    def arms(self, budget: Budget) -> list[Arm]:
+        base = self._base(budget)
+        return [Arm(name, label, "baseline", {**base, **over}, EPOCH_COST[name], needs)
+                for name, label, over, needs in self._arms(budget)]
+
+    def extra_arms(self, budget: Budget) -> list[Arm]:
+        """The targeted extra pair (``--arms``): light alone and Rocket interval with both nets
+        at half the budget's width, where the light net fits its training set less well."""
+        w = budget.options["width"] / 2
+        base = self._base(budget, w)
+        out = []
+        for name, label, over, needs in self._arms(budget):
+            if name in ("light", "rocket-interval"):
+                out.append(Arm(f"{name}-narrow", f"{label}, width ×{w:g}", "baseline",
+                               {**base, **over}, EPOCH_COST[name] / 2, needs))
+        return out
+
+    def comparisons(self, budget: Budget) -> list[Comparison]:
+        pairs = [("light", "rocket-interval", "Rocket interval vs light alone"),
+                 ("bottom-light", "rocket-bottom", "Rocket bottom vs its light alone"),
+                 ("light", "kd", "KD vs light alone"), ("light", "at", "AT vs light alone"),
+                 ("kd", "rocket-interval", "Rocket interval vs KD"),
+                 ("no-gb", "rocket-interval", "gradient block: Rocket vs no gradient block"),
+                 ("no-share", "rocket-interval", "sharing: Rocket vs no sharing"),
+                 ("neither", "rocket-interval", "both: Rocket vs neither"),
+                 ("rocket-interval", "rocket-kd", "Rocket + KD vs Rocket interval"),
+                 ("kd", "rocket-kd", "Rocket + KD vs KD"),
+                 ("light", "rocket-kd", "Rocket + KD vs light alone"),
+                 ("light", "booster", "booster alone vs light alone"),
+                 ("light-narrow", "rocket-interval-narrow",
+                  "narrow nets: Rocket interval vs light alone")]
+        return [Comparison(a, b, metric, label) for metric in ("test_top1", "train_ce")
+                for a, b, label in pairs]
+
+    def verdicts(self, res) -> list[str]:
+        def claim(a: str, b: str, what: str) -> str:
+            la, lb = res.arm(a).arm.label, res.arm(b).arm.label
+            d = res.diff(a, b, "test_top1")
+            if d is None:
+                return f"not settled: {lb} has no cell paired with {la}"
+            ce = res.diff(a, b, "train_ce")
+            sign = {1: "a gain", -1: "a loss", 0: "the interval includes 0"}[d.sign]
+            text = (f"{what}: {lb} − {la} = {d.text()} points of test top-1 over {d.n} paired "
+                    f"cells ({sign}); train CE {ce.text('+.4f')}")
+            return agree(PAPER, d.sign > 0, text)
+
+        lines = [claim("light", "rocket-interval", "Rocket beats the light net alone"),
+                 claim("bottom-light", "rocket-bottom", "Rocket (bottom) beats its light net "
+                       "alone"),
+                 claim("kd", "rocket-interval", "Rocket beats KD"),
+                 claim("no-gb", "rocket-interval", "the gradient block helps"),
+                 claim("no-share", "rocket-interval", "sharing helps")]
+        best = [res.diff(o, "rocket-kd", "test_top1") for o in ("rocket-interval", "kd")]
+        if None in best:
+            lines.append("not settled: Rocket + KD has no cell paired with Rocket interval and "
+                         "KD")
+        else:
+            r, k = best
+            ok = r.sign > 0 and k.sign > 0
+            lines.append(agree(PAPER, ok, (
+                f"Rocket + KD is best: − Rocket interval = {r.text()}, − KD = {k.text()} points "
+                "of test top-1" + ("" if ok else " (not above both with intervals that "
+                                                 "exclude 0)"))))
+        if res.arm("light-narrow").cells and res.arm("rocket-interval-narrow").cells:
+            w = res.budget.options["width"] / 2
+            lines.append("extra arm: " + claim("light-narrow", "rocket-interval-narrow",
+                                                f"at width ×{w:g}, Rocket beats the light net "
+                                                "alone"))
+        return lines
+
+    def plots(self, res) -> dict[str, Any]:
+        from matplotlib.ticker import AutoLocator
+
+        from lightship.report.html import _figure
+
+        fig, axes = _figure(1, 2, 3.8)
+        for ax, metric, unit in ((axes[0][0], "test_top1", "Δ test top-1 (points)"),
+                                 (axes[0][1], "train_ce", "Δ train CE")):
+            labels, means, errs = [], [], []
+            for comp, d in res.comparisons:
+                if comp.metric != metric or d is None:
+                    continue
+                labels.append(comp.label)
+                means.append(d.mean)
+                errs.append(0.0 if d.lo is None else d.mean - d.lo)
+            y = list(range(len(labels)))
+            ax.errorbar(means, y, xerr=errs, fmt="o", capsize=3)
+            ax.axvline(0, color="0.5", lw=1)
+            ax.set_yticks(y, labels, fontsize=7)
+            ax.invert_yaxis()
+            ax.set_xlabel(unit + " (b − a), 95 % CI")
+            ax.xaxis.set_major_locator(AutoLocator())
+        axes[0][1].set_yticks(range(len(axes[0][1].get_yticks())), [])
+        fig.suptitle("Rocket Launching: paired differences (Zhou et al. 2018, Tables 1–2)")
+        return {"rocket.png": fig}
