@@ -1,0 +1,146 @@
+"""`lightship study rocket`: the Rocket paper's arms with the authors' values, the teacher wiring,
+verdicts that follow the numbers, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lightship.cli import main
+from lightship.studies import get_study
+from lightship.studies.analysis import Analysis, to_markdown
+from lightship.studies.runner import make_plan
+
+DATA = "synthetic:n=8000,classes=4,size=8,channels=1"
+LIGHT_ARMS = ("light", "at", "kd", "rocket-interval", "rocket-kd", "no-gb", "no-share",
+              "neither")
+
+
+def _plan(tmp_path: Path, budget: str = "default", seeds: int | None = None, **kw):
+    return make_plan(get_study("rocket"), budget, seeds=seeds, folds=None, data="mnist5k",
+                     out=tmp_path / "s", command="test", **kw)
+
+
+def _recipes(plan) -> dict:
+    return {c.arm: c.recipe for c in plan.cells if c.seed == 0 and c.fold == 1}
+
+
+def test_rocket_arms_hold_the_authors_values(tmp_path):
+    plan = _plan(tmp_path)
+    r = _recipes(plan)
+    assert list(r) == ["light", "at", "kd", "rocket-interval", "bottom-light", "rocket-bottom",
+                       "rocket-kd", "booster", "no-gb", "no-share", "neither"]
+    e = plan.budget.epochs
+    for arm, rec in r.items():  # the authors' CIFAR schedule, scaled to the budget's epochs
+        assert (rec.optim.name, rec.optim.lr, rec.optim.momentum, rec.optim.nesterov,
+                rec.optim.weight_decay, rec.train.batch_size) == ("sgd", 0.1, 0.9, False, 5e-4,
+                                                                  128), arm
+        assert rec.schedule.name == "multistep" and rec.schedule.gamma == 0.2
+        assert rec.schedule.milestones == pytest.approx([0.3 * e, 0.6 * e, 0.8 * e])
+        assert rec.model.width == 0.5 and rec.train.label_smoothing == 0
+    assert {a for a in r if r[a].model.name == "wrn-16-1"} == set(LIGHT_ARMS)
+    assert r["booster"].model.name == "wrn-40-1" and r["booster"].method.name == "supervised"
+    assert r["bottom-light"].model.name == r["rocket-bottom"].model.name == "wrn-40-1-s2"
+    assert (r["kd"].method.name, r["kd"].method.alpha, r["kd"].method.T) == ("kd", 0.9, 4.0)
+    assert (r["at"].method.name, r["at"].method.at_beta) == ("at", 1000.0)
+    rocket = {a: r[a].method for a in ("rocket-interval", "rocket-bottom", "rocket-kd", "no-gb",
+                                       "no-share", "neither")}
+    for m in rocket.values():
+        assert m.booster == "wrn-40-1" and m.rocket_lambda == 0.03
+    assert [(rocket[a].share, rocket[a].gradient_block) for a in rocket] == [
+        ("interval", True), ("bottom", True), ("interval", True), ("interval", False),
+        ("none", True), ("none", False)]
+    # their Rocket+KD: α 0.9 on a KL averaged over batch × classes and doubled = 2·0.9/10 here
+    assert rocket["rocket-kd"].alpha == pytest.approx(0.18)
+    assert rocket["rocket-kd"].name == "rocket+kd" and rocket["rocket-kd"].T == 4.0
+    # the paper's full setting keeps full width and 200 epochs
+    full = make_plan(get_study("rocket"), "full", seeds=None, folds=None,
+                     data="/nonexistent/cifar-10-batches-py", out=tmp_path / "f", command="t")
+    assert full.cells[0].recipe.model.width == 1.0 and full.cells[0].recipe.train.epochs == 200
+    assert full.cells[0].recipe.schedule.milestones == [60, 120, 160]
+
+
+def test_kd_at_and_rocket_kd_learn_from_the_booster_cell_of_their_seed_and_fold(tmp_path):
+    plan = _plan(tmp_path, seeds=2)
+    taught = [c for c in plan.cells if c.arm in ("kd", "at", "rocket-kd")]
+    assert len(taught) == 3 * 2 * 3
+    for c in taught:
+        rel = f"cells/booster/s{c.seed}-f{c.fold}"
+        assert c.needs == (rel,)
+        assert c.recipe.method.teacher.run == str(tmp_path / "s" / rel)
+    assert all(not c.needs for c in plan.cells if c.arm not in ("kd", "at", "rocket-kd"))
+    only = _plan(tmp_path, arms=["rocket-kd"])  # the teacher comes along
+    assert {c.arm for c in only.cells} == {"rocket-kd", "booster"}
+
+
+def test_extra_arms_train_only_when_named(tmp_path):
+    assert not any(c.arm.endswith("-narrow") for c in _plan(tmp_path).cells)
+    extra = _plan(tmp_path, arms=["light-narrow", "rocket-interval-narrow"])
+    r = _recipes(extra)
+    assert set(r) == {"light-narrow", "rocket-interval-narrow"}
+    assert r["light-narrow"].model.width == r["rocket-interval-narrow"].model.width == 0.25
+    # below width 0.5, NCHW: channels_last crashes this torch's CPU backward there
+    assert r["light-narrow"].train.channels_last is False
+    assert r["rocket-interval-narrow"].method.rocket_lambda == 0.03
+
+
+def _fake(plan, top1: dict[str, float], ce: dict[str, float] | None = None) -> dict:
+    """cell.json-like records with the given test top-1 (and train CE) per arm, plus a little
+    cell-to-cell spread that the paired differences cancel."""
+    out = {}
+    for c in plan.cells:
+        spread = 0.3 * (c.fold or 0) + 0.2 * c.seed
+        out[c.rel] = {"arm": c.arm, "seed": c.seed, "fold": c.fold, "run": c.rel,
+                      "status": "finished", "test_top1": top1[c.arm] + spread + 0.01 * (
+                          c.fold or 0) * len(c.arm), "test_loss": 0.1,
+                      "train_ce": (ce or {}).get(c.arm, 0.05) + 0.001 * (c.fold or 0),
+                      "train_top1": 99.0, "n_train": 3333, "n_test": 1667, "train_loss": 0.05,
+                      "epochs": 8, "params": 1000, "macs": 1, "verdict": "converged",
+                      "wall_time_s": 1.0}
+    return out
+
+
+def test_rocket_verdicts_follow_the_numbers(tmp_path):
+    study = get_study("rocket")
+    plan = _plan(tmp_path)
+    paper_like = {"light": 91.0, "at": 91.5, "kd": 91.8, "rocket-interval": 92.5,
+                  "bottom-light": 90.0, "rocket-bottom": 91.0, "rocket-kd": 93.2,
+                  "booster": 93.5, "no-gb": 92.0, "no-share": 91.9, "neither": 91.5}
+    lines = study.verdicts(Analysis(plan, _fake(plan, paper_like, {"light": 0.2,
+                                                                   "rocket-interval": 0.1})))
+    assert len(lines) == 6 and all(ln.startswith("agrees with Zhou et al. 2018") for ln in lines)
+    # differences 1.5, 1.6, 1.7: mean 1.6 ± t(0.975, 2)·0.1/√3 = 0.248
+    assert "+1.60 [+1.35, +1.85]" in lines[0] and "train CE -0.1000 [" in lines[0]
+    assert "Rocket interval (λ 0.03) − light alone (wrn-16-1)" in lines[0]
+    # Rocket no better than light alone, the gradient block hurting, Rocket+KD below KD
+    against = dict(paper_like, **{"rocket-interval": 91.0, "no-gb": 91.6, "rocket-kd": 91.0})
+    res = Analysis(plan, _fake(plan, against))
+    lines = study.verdicts(res)
+    assert lines[0].startswith("does not agree") and "the interval includes 0" in lines[0]
+    assert lines[3].startswith("does not agree") and "a loss" in lines[3]
+    assert lines[5].startswith("does not agree") and "not above both" in lines[5]
+    md = to_markdown(res, lines, {}, [])
+    assert "| Rocket + KD (α 0.18 = their 0.9) |" in md and "| 3/3 |" in md
+    assert "| sharing: Rocket vs no sharing | train CE |" in md
+    # a study of the extra arms alone judges only what it has
+    extra = _plan(tmp_path, arms=["light-narrow", "rocket-interval-narrow"])
+    lines = study.verdicts(Analysis(extra, _fake(extra, {"light-narrow": 80.0,
+                                                         "rocket-interval-narrow": 82.0})))
+    assert lines[0].startswith("not settled") and lines[-1].startswith("extra arm: agrees")
+
+
+def test_rocket_kd_study_runs_end_to_end_with_its_teacher(tmp_path, capsys):
+    out = tmp_path / "study"
+    code = main(["study", "rocket", "--budget", "quick", "--data", DATA, "--arms", "rocket-kd",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((out / "study.json").read_text())
+    assert result["cells_done"] == result["cells_total"] == 4
+    assert {c["arm"] for c in result["cells"]} == {"booster", "rocket-kd"}
+    assert all(c["status"] == "finished" for c in result["cells"])
+    saved = (out / "cells/rocket-kd/s0-f1/recipe.yaml").read_text()
+    assert str(out / "cells/booster/s0-f1") in saved
+    assert (out / "rocket.png").exists() and "Rocket + KD vs KD" not in (
+        out / "study.md").read_text()  # KD was not trained: that comparison is left out
