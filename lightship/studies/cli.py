@@ -92,7 +92,8 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--data", default="mnist5k", help="dataset (default mnist5k); a CIFAR "
                    "folder for the full budget")
     p.add_argument("--arms", metavar="A,B", help="train only these arms (a targeted extra "
-                   "run, e.g. more seeds for one comparison); default all")
+                   "run, e.g. more seeds for one comparison, or a study's extra arms, which "
+                   "run only when named); default all")
     p.add_argument("--epochs", type=int, help="replace the budget's epochs (what the study "
                    "scales with them, warmup and milestones, follows): a targeted extra run")
     p.add_argument("--no-progress", action="store_true", help="one line per cell instead of "
