@@ -39,7 +39,7 @@ def test_rocket_arms_hold_the_authors_values(tmp_path):
                                                                   128), arm
         assert rec.schedule.name == "multistep" and rec.schedule.gamma == 0.2
         assert rec.schedule.milestones == pytest.approx([0.3 * e, 0.6 * e, 0.8 * e])
-        assert rec.model.width == 0.5 and rec.train.label_smoothing == 0
+        assert rec.model.width == 0.25 and rec.train.label_smoothing == 0
     assert {a for a in r if r[a].model.name == "wrn-16-1"} == set(LIGHT_ARMS)
     assert r["booster"].model.name == "wrn-40-1" and r["booster"].method.name == "supervised"
     assert r["bottom-light"].model.name == r["rocket-bottom"].model.name == "wrn-40-1-s2"
@@ -80,7 +80,7 @@ def test_extra_arms_train_only_when_named(tmp_path):
     extra = _plan(tmp_path, arms=["light-narrow", "rocket-interval-narrow"])
     r = _recipes(extra)
     assert set(r) == {"light-narrow", "rocket-interval-narrow"}
-    assert r["light-narrow"].model.width == r["rocket-interval-narrow"].model.width == 0.25
+    assert r["light-narrow"].model.width == r["rocket-interval-narrow"].model.width == 0.125
     # below width 0.5, NCHW: channels_last crashes this torch's CPU backward there
     assert r["light-narrow"].train.channels_last is False
     assert r["rocket-interval-narrow"].method.rocket_lambda == 0.03
