@@ -335,7 +335,11 @@ def execute(plan: Plan, jobs: int = 1, progress: bool | None = None, quiet: bool
             records[cell.rel] = json.loads((plan.out / cell.rel / CELL_FILE).read_text())
         else:
             todo.append(cell)
-    todo.sort(key=lambda c: -c.units)  # longest first: the last cell is a short one
+    # Seed by seed, fold by fold (a study stopped early still has every arm on the same cells
+    # to pair); within a fold, cells that others need (teachers) first, then longest first.
+    needed = {rel for c in plan.cells for rel in c.needs}
+    todo.sort(key=lambda c: (c.seed, -1 if c.fold is None else c.fold, c.rel not in needed,
+                             -c.units))
     show = StudyProgress(f"study {plan.study.name} ({plan.budget.name})", plan.cells,
                          set(records), progress, quiet)
     running: list[Cell] = []
