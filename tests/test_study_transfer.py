@@ -9,7 +9,7 @@ from lightship.studies import get_study
 from lightship.studies.analysis import Analysis, to_markdown
 from lightship.studies.runner import make_plan
 
-STUDENTS = ("kd", "hint", "at", "dkd", "dml", "adversarial", "rocket-kd")
+STUDENTS = ("kd", "hint", "at", "dkd", "dml", "adversarial", "rocket-kd", "adversarial-last")
 
 
 def _plan(tmp_path, budget="default", **kw):
@@ -33,6 +33,10 @@ def test_arms_hold_the_authors_settings(tmp_path):
     assert (m["dml"].peers, m["dml"].dml_T, m["dml"].peer_model) == (1, 1.0, None)
     a = m["adversarial"]
     assert (a.adv_loss, a.adv_pairs, a.adv_weight, a.adv_lr) == ("wgan", None, 0.1, 1e-4)
+    # the extra arm changes one thing: a single critic on the last stage
+    assert m["adversarial-last"].model_dump(exclude={"adv_pairs", "teacher"}) == \
+        a.model_dump(exclude={"adv_pairs", "teacher"})
+    assert m["adversarial-last"].adv_pairs == [("layer3", "layer3")]
     rk = m["rocket-kd"]
     assert (rk.name, rk.booster, rk.share, rk.rocket_lambda, rk.gradient_block, rk.alpha,
             rk.T) == ("rocket+kd", "resnet20", "interval", 0.03, True, 0.18, 4.0)
@@ -52,7 +56,7 @@ def test_students_wait_for_the_teacher_cell_of_their_seed_and_fold(tmp_path):
     plan = _plan(tmp_path)
     study = get_study("transfer")
     assert study.reference_arm(plan.budget) == "teacher"
-    assert len(plan.cells) == 9 * 2 * 2
+    assert len(plan.cells) == 10 * 2 * 2
     for c in plan.cells:
         teacher = f"cells/teacher/s{c.seed}-f{c.fold}"
         if c.arm in ("teacher", "light", "dml"):
@@ -86,7 +90,7 @@ def test_verdicts_follow_the_numbers(tmp_path):
     light = (0.12, 96.0)
     values = {"teacher": (0.03, 98.3), "light": light, "kd": (0.09, 96.6),
               "adversarial": (0.12, 96.0), **{n: light for n in STUDENTS[1:5]},
-              "rocket-kd": (0.14, 95.5)}
+              "rocket-kd": (0.14, 95.5), "adversarial-last": (0.12, 96.0)}
     res = Analysis(plan, _fake(plan, values))
     lines = study.verdicts(res)
     assert len(lines) == 1 + len(STUDENTS)
@@ -103,6 +107,7 @@ def test_verdicts_follow_the_numbers(tmp_path):
     rk = next(v for v in lines if v.startswith("rocket-kd:"))
     assert "(higher, CI excludes 0)" in rk and "(lower, CI excludes 0)" in rk
     assert next(v for v in lines if v.startswith("hint:")).count("CI includes 0") == 2
+    assert lines[-1].startswith("extra arm adversarial-last:") and "vs one critic per" in lines[-1]
     # the claim fails when KD raises the floor, however much it helps the test top-1
     worse = Analysis(plan, _fake(plan, dict(values, kd=(0.15, 97.0))))
     kd = study.verdicts(worse)[1]
@@ -124,7 +129,7 @@ def test_missing_arms_leave_their_claims_unsettled(tmp_path):
                                       "kd": (0.08, 96.5)}))
     lines = study.verdicts(res)
     assert lines[1].startswith("agrees with")
-    assert all(v.startswith("not settled:") for v in lines[2:]) and len(lines) == 8
+    assert all(v.startswith("not settled:") for v in lines[2:]) and len(lines) == 9
 
 
 @pytest.mark.parametrize("budget", ["quick", "full"])
