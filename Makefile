@@ -35,7 +35,6 @@ bench: $(DEV)
 	$(PY) benchmarks/precision.py
 	$(PY) benchmarks/recipes.py
 	$(PY) benchmarks/distill_overhead.py
-	$(PY) benchmarks/transfer.py
 	$(PY) benchmarks/verdicts.py
 
 lint: $(DEV)

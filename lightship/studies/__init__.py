@@ -8,11 +8,13 @@ from lightship.errors import UserError, closest
 from lightship.studies.base import BUDGETS, Study
 from lightship.studies.degradation import Degradation
 from lightship.studies.rocket import RocketStudy
+from lightship.studies.transfer import Transfer
 from lightship.studies.tricks import Tricks
 from lightship.studies.underfit import Underfit
 
 STUDIES: dict[str, type[Study]] = {"degradation": Degradation, "tricks": Tricks,
-                                   "underfit": Underfit, "rocket": RocketStudy}
+                                   "underfit": Underfit, "rocket": RocketStudy,
+                                   "transfer": Transfer}
 
 
 def get_study(name: str) -> Study:
