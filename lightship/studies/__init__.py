@@ -7,11 +7,12 @@ See :mod:`lightship.studies.runner` (the grid, resume, parallel cells), :mod:`.a
 from lightship.errors import UserError, closest
 from lightship.studies.base import BUDGETS, Study
 from lightship.studies.degradation import Degradation
+from lightship.studies.pretrain import Pretrain
 from lightship.studies.tricks import Tricks
 from lightship.studies.underfit import Underfit
 
 STUDIES: dict[str, type[Study]] = {"degradation": Degradation, "tricks": Tricks,
-                                   "underfit": Underfit}
+                                   "underfit": Underfit, "pretrain": Pretrain}
 
 
 def get_study(name: str) -> Study:
