@@ -335,6 +335,8 @@ class Pretrain(Study):
     # ------------------------------------------------------------------ figure
 
     def plots(self, res) -> dict[str, Any]:
+        from matplotlib.ticker import MaxNLocator
+
         from lightship.report.html import _figure
 
         o = res.budget.options
@@ -356,6 +358,7 @@ class Pretrain(Study):
                     if x:
                         ax.plot(x, y, ls=ls, color=f"C{i}", lw=1.8 if init == "ft" else 1.2,
                                 marker="o", ms=2.5, label=f"{what} ×{k}")
+            ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.set_title(f"target {_pct(f)}", fontsize=9)
             ax.set_xlabel("optimiser steps")
             ax.set_ylabel("test top-1 (%, mean over cells)")
