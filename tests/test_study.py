@@ -24,7 +24,7 @@ from lightship.cli import main
 from lightship.data import load_dataset
 from lightship.data.builtin import _mnist5k_arrays
 from lightship.data.folds import kfold_indices
-from lightship.studies import get_study
+from lightship.studies import STUDIES, get_study
 from lightship.studies.analysis import Analysis, to_markdown
 from lightship.studies.base import Arm, Budget, Study
 from lightship.studies.runner import Cell, _blocked, _ready, execute, make_plan
@@ -142,9 +142,10 @@ def test_bad_study_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys):
 def test_study_list_names_every_study_and_budget(capsys):
     assert main(["study", "list"]) == 0
     out = capsys.readouterr().out
-    for name in ("degradation", "tricks", "underfit"):
+    for name in STUDIES:
         assert out.count(f"{name}:") == 1
-    assert out.count("  quick:") == out.count("  default:") == out.count("  full:") == 3
+    n = len(STUDIES)
+    assert out.count("  quick:") == out.count("  default:") == out.count("  full:") == n
 
 
 # ---------------------------------------------------------------- recipes of the arms
