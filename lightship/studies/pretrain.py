@@ -33,7 +33,7 @@ from lightship.studies.base import Arm, Budget, Comparison, Study, agree
 PAPER = "He et al. 2019 (Rethinking ImageNet Pre-training)"
 SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 # Seconds per optimiser step at one torch thread, resnet8, measured on the shared 2-core machine
-# (load ≈ 5–6; benchmarks in docs/studies.md): they order the cells and weight the ETA.
+# (load ≈ 5–8; docs/studies.md): they order the cells and weight the ETA.
 STEP_COST = {(0.5, 16): 0.045, (0.5, 8): 0.030, (0.25, 8): 0.02, (1.0, 16): 0.10}
 
 
