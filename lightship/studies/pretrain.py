@@ -18,7 +18,10 @@ Schedules are counted in optimiser steps at a fixed batch, as the paper counts i
 k × S steps for every data fraction (S = ``budget.epochs`` epochs of the full target set), so the
 1 % arm gets as many updates as the 100 % arm and repeats its few images instead. The learning
 rate drops ÷10 at the last S/3 and the last S/9 steps of every schedule (Detectron's 60k and 80k
-of 90k; the paper keeps the low-rate phases the same length for longer schedules).
+of 90k; the paper keeps the low-rate phases the same length for longer schedules). The step
+counts are planned on the budget's own dataset and fold count (fold 0; folds differ by a few
+images); with another ``--data`` or ``--folds`` the arms keep their epochs, and the cells' logs
+hold the steps they really took.
 """
 
 from __future__ import annotations
