@@ -7,6 +7,7 @@ See :mod:`lightship.studies.runner` (the grid, resume, parallel cells), :mod:`.a
 from lightship.errors import UserError, closest
 from lightship.studies.base import BUDGETS, Study
 from lightship.studies.degradation import Degradation
+from lightship.studies.pretrain import Pretrain
 from lightship.studies.rocket import RocketStudy
 from lightship.studies.transfer import Transfer
 from lightship.studies.tricks import Tricks
@@ -14,7 +15,7 @@ from lightship.studies.underfit import Underfit
 
 STUDIES: dict[str, type[Study]] = {"degradation": Degradation, "tricks": Tricks,
                                    "underfit": Underfit, "rocket": RocketStudy,
-                                   "transfer": Transfer}
+                                   "transfer": Transfer, "pretrain": Pretrain}
 
 
 def get_study(name: str) -> Study:

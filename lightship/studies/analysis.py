@@ -88,6 +88,7 @@ class Analysis:
                 [r for r in recs if r.get("status") != "finished"])
         self.n_done = sum(len(a.cells) + len(a.failed) for a in self.arms.values())
         self.n_total = len(plan.cells)
+        plan.study.annotate(self)
         self.comparisons = [(c, self.diff(c.a, c.b, c.metric))
                             for c in plan.study.comparisons(plan.budget)
                             if c.a in self.arms and c.b in self.arms]
@@ -105,8 +106,8 @@ class Analysis:
 
     def diff(self, a: str, b: str, metric: str) -> Paired | None:
         """Paired b − a over the (seed, fold) cells both arms finished (None: no such cell)."""
-        ca = {(c["seed"], c["fold"]): c for c in self.arm(a).cells}
-        cb = {(c["seed"], c["fold"]): c for c in self.arm(b).cells}
+        ca = {(c["seed"], c["fold"]): c for c in self.arm(a).cells if c.get(metric) is not None}
+        cb = {(c["seed"], c["fold"]): c for c in self.arm(b).cells if c.get(metric) is not None}
         keys = sorted(set(ca) & set(cb), key=lambda k: (k[0], -1 if k[1] is None else k[1]))
         if not keys:
             return None
@@ -212,9 +213,10 @@ def arm_rows(res: Analysis) -> list[dict[str, str]]:
 def comparison_rows(res: Analysis) -> list[dict[str, str]]:
     rows = []
     for comp, d in res.comparisons:
-        fmt = "+.2f" if comp.metric == "test_top1" else "+.4f"
+        fmt = "+.2f" if comp.metric.endswith("top1") else "+.4f"
+        names = {**METRIC_NAMES, **res.study.metric_names}
         rows.append({
-            "comparison": comp.label, "metric": METRIC_NAMES.get(comp.metric, comp.metric),
+            "comparison": comp.label, "metric": names.get(comp.metric, comp.metric),
             "Δ (b − a)": "—" if d is None else f"{d.mean:{fmt}}",
             "95 % CI": "—" if d is None or d.lo is None else f"[{d.lo:{fmt}}, {d.hi:{fmt}}]",
             "n": "0" if d is None else str(d.n),

@@ -73,6 +73,8 @@ class Study:
     paper: str = ""
     """Short citation used in verdict lines ("agrees with <paper>: ...")."""
     claim: str = ""
+    metric_names: dict[str, str] = {}
+    """Table names of metrics the study adds in :meth:`annotate`."""
     budgets: dict[str, Budget] = {}
 
     def arms(self, budget: Budget) -> list[Arm]:
@@ -92,6 +94,10 @@ class Study:
     def plots(self, res: Analysis) -> dict[str, Any]:
         """Extra figures: file name → a matplotlib Figure (learning curves per arm are shared)."""
         return {}
+
+    def annotate(self, res: Analysis) -> None:
+        """Add per-cell numbers a study's comparisons use beyond the cell records (e.g. from
+        the cells' learning curves), before the comparisons are computed."""
 
     def reference_arm(self, budget: Budget) -> str | None:
         """An arm whose cells serve as `diagnose --reference` for the others (heavier net)."""

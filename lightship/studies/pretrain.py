@@ -1,0 +1,394 @@
+"""`pretrain`: fine-tuning a pretrained net vs training from scratch (He, Girshick & Dollár 2019).
+
+"Rethinking ImageNet Pre-training" trains Mask R-CNN on COCO from ImageNet weights and from
+random init with the same recipe, and finds: (a) pre-training speeds up convergence early; (b)
+with the full target set, training from scratch with a longer schedule catches up; (c) with
+little target data (1k COCO images ≈ 1 %) scratch falls clearly behind (it overfits); (d) from
+scratch needs normalisation that works with small per-GPU batches (GN or SyncBN; BN on 2 images
+per GPU does not train well).
+
+Here the source is a disjoint set of classes of the same images (MNIST-5k digits 0–4, relabelled
+0..4 by ``data.classes``), the target the other classes (digits 5–9). A fine-tuned arm starts
+from the source arm's cell of the same seed and fold (``Arm.needs`` → ``model.init``); the head
+is re-initialised because the classes differ (the start record's ``init.line`` says so). With
+``data.folds`` both sides split the same pooled images with the same fold, so neither ever
+trains on a target test image; and the source never sees a digit 5–9 at all.
+
+Schedules are counted in optimiser steps at a fixed batch, as the paper counts iterations: ×k is
+k × S steps for every data fraction (S = ``budget.epochs`` epochs of the full target set), so the
+1 % arm gets as many updates as the 100 % arm and repeats its few images instead. The learning
+rate drops ÷10 at the last S/3 and the last S/9 steps of every schedule (Detectron's 60k and 80k
+of 90k; the paper keeps the low-rate phases the same length for longer schedules). The step
+counts are planned on the budget's own dataset and fold count (fold 0; folds differ by a few
+images); with another ``--data`` or ``--folds`` the arms keep their epochs, and the cells' logs
+hold the steps they really took.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any
+
+from lightship.studies.base import Arm, Budget, Comparison, Study, agree
+
+PAPER = "He et al. 2019 (Rethinking ImageNet Pre-training)"
+SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+# Seconds per optimiser step at one torch thread, resnet8, measured on the shared 2-core machine
+# (load ≈ 5–8; docs/studies.md): they order the cells and weight the ETA.
+STEP_COST = {(0.5, 16): 0.045, (0.5, 8): 0.030, (0.25, 8): 0.02, (1.0, 16): 0.10}
+
+
+def _pct(f: float) -> str:
+    return f"{f * 100:g} %"
+
+
+def _fname(f: float) -> str:
+    return f"p{f * 100:g}".replace(".", "_")
+
+
+@functools.lru_cache(maxsize=64)
+def _n_train(data: str, classes: tuple[int, ...], fraction: float, folds: int | None) -> int:
+    """Training images of fold 0 for these classes and fraction (the folds differ by a few)."""
+    from lightship.data import load_dataset
+
+    return load_dataset(data, classes=list(classes), fraction=fraction, folds=folds,
+                        fold=0).info.n_train
+
+
+class Pretrain(Study):
+    name = "pretrain"
+    title = "fine-tuned vs from scratch: does pre-training help, and when?"
+    paper = PAPER
+    claim = ("(a) fine-tuning converges faster early; (b) with the full target set, scratch with "
+             "a longer schedule catches up; (c) with ~1 % of the target data scratch falls "
+             "clearly behind; (d) GN lets scratch train where BN's small-batch statistics hurt.")
+    metric_names = {"early_top1": "early test top-1 (points)"}
+    budgets = {
+        "quick": Budget("quick", epochs=1, seeds=1, folds=2, note=(
+            "resnet8 ×0.25, batch 8 (small batch 4), source 10 % of each fold's digits 0–4, "
+            "target fractions 10 % and 1 % of its digits 5–9, schedules ×1 and ×2 of 1 epoch of "
+            "the 10 % set: checks the machinery only"),
+            options={"width": 0.25, "gn_groups": 4, "batch": 8, "small_batch": 4,
+                     "fractions": (0.1, 0.01), "schedules": (1, 2), "source_x": 2,
+                     "source_fraction": 0.1, "data": "mnist5k"}),
+        # Measured at load 9–11 on the shared 2 cores: one seed × 4 folds (96 cells) took
+        # about an hour; two seeds do not fit 30 minutes there (--seeds 2 for 8 paired cells).
+        "default": Budget("default", epochs=2, seeds=1, folds=4, note=(
+            "MNIST-5k digits 0–4 as the source instead of ImageNet, digits 5–9 as the target "
+            "instead of COCO; resnet8 ×0.5 (8/16/32 channels; GN with 4 groups, 2 channels per "
+            "group at the first stage as the default 8 groups have at ×1) instead of a Mask "
+            "R-CNN ResNet-50; batch 16 (the paper's total batch), lr 0.1 × 16/64; ×1 = 2 epochs "
+            "of the full target, 234 steps, instead of 90k iterations; source 468 steps; "
+            "(d) at batch 8 (instead of the paper's 2 images per GPU) for ×3 = 702 steps"),
+            options={"width": 0.5, "gn_groups": 4, "batch": 16, "small_batch": 8,
+                     "fractions": (1.0, 0.1, 0.01), "schedules": (1, 2, 3), "source_x": 2,
+                     "data": "mnist5k",
+                     # added after the first run, where (d) did not reproduce: is GN behind BN
+                     # at batch 16 too (GN slower here) or only at 8 (BN's statistics)?
+                     "gn_at_batch": True}),
+        "full": Budget("full", epochs=12, seeds=3, folds=None, note=(
+            "CIFAR-10 classes 0–4 (airplane … deer) as the source, 5–9 (dog … truck) as the "
+            "target, resnet8 ×1, batch 16, ×1 = 12 epochs of the 25,000 target images "
+            "(≈ 18.7k steps, the paper's ×1 is ≈ 12 COCO epochs), schedules ×1/×2/×3, (d) at "
+            "batch 2 per step as the paper's 2 images per GPU; give --data "
+            "PATH/cifar-10-batches-py and a GPU"),
+            options={"width": 1.0, "gn_groups": 8, "batch": 16, "small_batch": 2,
+                     "fractions": (1.0, 0.1, 0.01), "schedules": (1, 2, 3), "source_x": 2,
+                     "n_train": {1.0: 25000, 0.1: 2500, 0.01: 250}}),
+    }
+
+    # ------------------------------------------------------------------ the grid
+
+    def _n(self, budget: Budget, classes: tuple[int, ...], fraction: float) -> int:
+        known = budget.options.get("n_train")
+        if known is not None:
+            return known[fraction]
+        return _n_train(budget.options["data"], classes, fraction, budget.folds)
+
+    def steps_x1(self, budget: Budget) -> int:
+        """S: the ×1 schedule in steps (budget.epochs epochs of the largest target fraction)."""
+        o = budget.options
+        return budget.epochs * (self._n(budget, TARGET, o["fractions"][0]) // o["batch"])
+
+    def _schedule(self, budget: Budget, n: int, batch: int, steps: int) -> dict[str, Any]:
+        """Recipe keys for ``steps`` optimiser steps on ``n`` images: epochs, the two ÷10
+        milestones at the last S/3 and S/9 steps, and an eval (and checkpoint) about every S/8
+        steps (at least once per epoch)."""
+        spe = n // batch
+        if spe < 1:
+            raise ValueError(f"{n} training images cannot fill a batch of {batch}")
+        epochs = max(1, round(steps / spe))
+        total, s = epochs * spe, self.steps_x1(budget)
+        marks = [max(total - s / 3, 1) / spe, max(total - s / 9, 1) / spe]
+        every = max(1, round(s / 8 / spe))
+        return {"train.epochs": epochs, "train.batch_size": batch,
+                "schedule.milestones": [round(m, 4) for m in marks],
+                "train.eval_every": every, "train.checkpoint_every": every}
+
+    def _base(self, budget: Budget, norm: str) -> dict[str, Any]:
+        o = budget.options
+        return {"model.name": "resnet8", "model.width": o["width"], "model.norm": norm,
+                "model.gn_groups": o["gn_groups"], "optim.lr": 0.1, "optim.lr_scaling": True,
+                "optim.reference_batch": 64, "optim.momentum": 0.9, "optim.weight_decay": 1e-4,
+                "schedule.name": "multistep", "schedule.gamma": 0.1}
+
+    def _cost(self, budget: Budget, batch: int, steps: int, epochs: int) -> float:
+        """Expected seconds per epoch (the runner multiplies by the epochs)."""
+        per_step = STEP_COST.get((budget.options["width"], batch), 0.004 * batch)
+        return per_step * steps / epochs + 0.05
+
+    def _arm(self, budget: Budget, name: str, label: str, norm: str, classes: tuple[int, ...],
+             fraction: float, batch: int, steps: int, needs: str | None = None) -> Arm:
+        n = self._n(budget, classes, fraction)
+        sched = self._schedule(budget, n, batch, steps)
+        over = {**self._base(budget, norm), **sched, "data.classes": list(classes),
+                "data.fraction": fraction}
+        real = sched["train.epochs"] * (n // batch)
+        return Arm(name, f"{label} ({real} steps)", "baseline", over,
+                   self._cost(budget, batch, real, sched["train.epochs"]),
+                   {"model.init": needs} if needs else {})
+
+    def arms(self, budget: Budget) -> list[Arm]:
+        o, s = budget.options, self.steps_x1(budget)
+        full, b, sb = o["fractions"][0], o["batch"], o["small_batch"]
+        out = [self._arm(budget, f"src-{norm}", f"source 0–4, {norm.upper()}", norm, SOURCE,
+                         o.get("source_fraction", 1.0), b, o["source_x"] * s)
+               for norm in ("bn", "gn")]
+        for f in o["fractions"]:
+            for k in o["schedules"]:
+                for init, what in (("ft", "fine-tuned"), ("sc", "scratch")):
+                    out.append(self._arm(budget, f"{init}-{_fname(f)}-x{k}",
+                                         f"{what}, {_pct(f)}, ×{k}", "bn", TARGET, f, b, k * s,
+                                         "src-bn" if init == "ft" else None))
+        kn = o["schedules"][-1]  # scratch is judged at its longest schedule, as in the paper
+        for norm in ("bn", "gn"):
+            for init, what in (("ft", "fine-tuned"), ("sc", "scratch")):
+                out.append(self._arm(budget, f"{init}-{norm}-b{sb}",
+                                     f"{what}, {norm.upper()}, batch {sb}, {_pct(full)}, ×{kn}",
+                                     norm, TARGET, full, sb, kn * s,
+                                     f"src-{norm}" if init == "ft" else None))
+        if o.get("gn_at_batch"):  # the targeted extra arm for (d): GN at the main batch
+            out.append(self._arm(budget, f"sc-gn-b{b}", f"scratch, GN, batch {b}, {_pct(full)}, "
+                                 f"×{kn} (extra)", "gn", TARGET, full, b, kn * s))
+        return out
+
+    def comparisons(self, budget: Budget) -> list[Comparison]:
+        """Δ = fine-tuned − scratch (positive: pre-training helps); GN − BN for (d)."""
+        o, out = budget.options, []
+        for metric in ("test_top1", "train_ce"):
+            for f in o["fractions"]:
+                for k in o["schedules"]:
+                    out.append(Comparison(f"sc-{_fname(f)}-x{k}", f"ft-{_fname(f)}-x{k}", metric,
+                                          f"fine-tuned − scratch, {_pct(f)}, ×{k}"))
+        for f in o["fractions"]:
+            k = o["schedules"][0]
+            out.append(Comparison(f"sc-{_fname(f)}-x{k}", f"ft-{_fname(f)}-x{k}", "early_top1",
+                                  f"fine-tuned − scratch, {_pct(f)}, ×{k}, first half"))
+        f0, k0, kn = _fname(o["fractions"][0]), o["schedules"][0], o["schedules"][-1]
+        out.append(Comparison(f"ft-{f0}-x{k0}", f"sc-{f0}-x{kn}", "test_top1",
+                              f"scratch ×{kn} − fine-tuned ×{k0}, {_pct(o['fractions'][0])}"))
+        sb = o["small_batch"]
+        out += [Comparison(f"sc-bn-b{sb}", f"sc-gn-b{sb}", "test_top1",
+                           f"scratch GN − scratch BN, batch {sb}"),
+                Comparison(f"sc-bn-b{sb}", f"sc-gn-b{sb}", "train_ce",
+                           f"scratch GN − scratch BN, batch {sb}"),
+                Comparison(f"sc-bn-b{sb}", f"ft-bn-b{sb}", "test_top1",
+                           f"fine-tuned − scratch, BN, batch {sb}"),
+                Comparison(f"sc-gn-b{sb}", f"ft-gn-b{sb}", "test_top1",
+                           f"fine-tuned − scratch, GN, batch {sb}"),
+                Comparison(f"sc-{f0}-x{kn}", f"sc-bn-b{sb}", "test_top1",
+                           f"scratch BN batch {sb} − batch {o['batch']}, ×{kn} (same steps)")]
+        if o.get("gn_at_batch"):
+            b = o["batch"]
+            out += [Comparison(f"sc-{f0}-x{kn}", f"sc-gn-b{b}", metric,
+                               f"scratch GN − scratch BN, batch {b}, ×{kn} (extra)")
+                    for metric in ("test_top1", "train_ce")]
+            out.append(Comparison(f"sc-gn-b{b}", f"sc-gn-b{sb}", "test_top1",
+                                  f"scratch GN batch {sb} − batch {b}, ×{kn} (same steps)"))
+        return out
+
+    # ------------------------------------------------------------------ per-cell extras
+
+    @staticmethod
+    def test_evals(res, record: dict) -> list[tuple[int, float]]:
+        """(step, test top-1) of the cell's real test passes (every ``train.eval_every`` epochs
+        and the last; the eval records between them repeat the last test numbers)."""
+        from lightship.runs import parse_records
+
+        cell = next((c for c in res.plan.cells if c.rel == record["run"]), None)
+        try:
+            recs = parse_records(res.plan.out / record["run"] / "metrics.jsonl")
+        except OSError:
+            return []
+        every = cell.recipe.train.eval_every if cell is not None else 1
+        last = cell.recipe.train.epochs if cell is not None else None
+        by_epoch = {r["epoch"]: r for r in recs if r.get("kind") == "eval" and "test_top1" in r}
+        return [(r["step"], r["test_top1"]) for e, r in sorted(by_epoch.items())
+                if e % every == 0 or e == last]
+
+    def annotate(self, res) -> None:
+        """Each target cell's ``early_top1``: the mean test top-1 of its test passes in the
+        first half of the ×1 schedule (the early part of the paper's Fig. 1 curves), or of its
+        first test pass when none falls there; ``early_steps`` says up to which step."""
+        half = self.steps_x1(res.budget) / 2
+        for a in res.arms.values():
+            for c in a.cells:
+                evals = dict(self.test_evals(res, c))
+                early = [st for st in evals if st <= half * 1.05] or sorted(evals)[:1]
+                if early:  # no test pass in the first half: the first one
+                    c["early_top1"] = sum(evals[st] for st in early) / len(early)
+                    c["early_steps"] = max(early)
+                c["steps"] = max(evals, default=None)
+
+    # ------------------------------------------------------------------ verdicts
+
+    def verdicts(self, res) -> list[str]:
+        o = res.budget.options
+        fr, ks = o["fractions"], o["schedules"]
+        k0, kn = ks[0], ks[-1]
+        lines = []
+        # (a) early convergence, at every fraction
+        parts, ok_all, missing = [], True, []
+        for f in fr:
+            d = res.diff(f"sc-{_fname(f)}-x{k0}", f"ft-{_fname(f)}-x{k0}", "early_top1")
+            if d is None:
+                missing.append(_pct(f))
+                continue
+            ok_all &= d.sign > 0
+            parts.append(f"{_pct(f)} {d.text()}")
+        if missing and not parts:
+            lines.append(f"not settled (a): no paired early evaluations at {', '.join(missing)}")
+        else:
+            lines.append(agree(PAPER, ok_all and not missing, (
+                f"(a) early convergence: test top-1 in the first half of the ×{k0} schedule "
+                f"(≤ {self.steps_x1(res.budget) // 2} steps), fine-tuned − scratch: "
+                + "; ".join(parts) + " points" + (
+                    "; fine-tuning is ahead early at every fraction" if ok_all and not missing
+                    else "; not ahead with an interval above 0 at every fraction"))))
+        # (b) full set: scratch with a longer schedule catches up
+        f0 = _fname(fr[0])
+        d1 = res.diff(f"sc-{f0}-x{k0}", f"ft-{f0}-x{k0}", "test_top1")
+        dn = res.diff(f"sc-{f0}-x{kn}", f"ft-{f0}-x{kn}", "test_top1")
+        if dn is None:
+            lines.append(f"not settled (b): scratch and fine-tuned ×{kn} at {_pct(fr[0])} share "
+                         "no finished cell")
+        else:
+            ok = dn.lo is not None and dn.lo <= 0
+            lines.append(agree(PAPER, ok, (
+                f"(b) {_pct(fr[0])} of the target: fine-tuned − scratch "
+                + (f"×{k0} {d1.text()}, " if d1 is not None else "")
+                + f"×{kn} {dn.text()} points" + (
+                    f" — at ×{kn} the interval includes 0 or favours scratch: scratch caught up"
+                    if ok else f" — fine-tuning still ahead at ×{kn}, interval above 0"))))
+        # (c) ~1 %: scratch falls clearly behind at every schedule
+        fl = _fname(fr[-1])
+        ds = [(k, res.diff(f"sc-{fl}-x{k}", f"ft-{fl}-x{k}", "test_top1")) for k in ks]
+        got = [(k, d) for k, d in ds if d is not None]
+        if not got:
+            lines.append(f"not settled (c): no paired cells at {_pct(fr[-1])}")
+        else:
+            ok = len(got) == len(ks) and all(d.sign > 0 for _, d in got)
+            sc = res.arm(f"sc-{fl}-x{kn}")
+            gap = sc.gap_top1.mean if sc.cells else None
+            lines.append(agree(PAPER, ok, (
+                f"(c) {_pct(fr[-1])} of the target: fine-tuned − scratch "
+                + "; ".join(f"×{k} {d.text()}" for k, d in got) + " points"
+                + (f"; scratch ×{kn}'s train − test gap {gap:.1f} points" if gap is not None
+                   else "")
+                + (" — scratch falls clearly behind at every schedule" if ok else
+                   " — not behind with an interval above 0 at every schedule"))))
+        # (d) small batch: GN vs BN from scratch
+        sb = o["small_batch"]
+        g = res.diff(f"sc-bn-b{sb}", f"sc-gn-b{sb}", "test_top1")
+        if g is None:
+            lines.append(f"not settled (d): scratch BN and GN at batch {sb} share no cell")
+        else:
+            bn, gn = res.mean(f"sc-bn-b{sb}", "test_top1"), res.mean(f"sc-gn-b{sb}", "test_top1")
+            lines.append(agree(PAPER, g.sign > 0, (
+                f"(d) from scratch at batch {sb}: BN {bn:.2f} %, GN {gn:.2f} %, GN − BN "
+                f"{g.text()} points" + (" — GN trains better where BN's batch statistics hurt"
+                                        if g.sign > 0 else
+                                        " — GN not better with an interval above 0"))))
+        lines.append(self._head_line(res))
+        return lines
+
+    def _head_line(self, res) -> str:
+        """What the fine-tuned cells' start records say about the init (head re-initialised)."""
+        import json
+
+        seen: dict[str, int] = {}
+        for a in res.arms.values():
+            if not a.arm.needs:
+                continue
+            for c in a.cells:
+                try:
+                    with open(Path(res.plan.out) / c["run"] / "metrics.jsonl") as fh:
+                        start = json.loads(fh.readline())
+                except (OSError, ValueError):
+                    continue
+                line = (start.get("init") or {}).get("line", "no init record")
+                seen[line] = seen.get(line, 0) + 1
+        if not seen:
+            return "init: no fine-tuned cell finished yet"
+        return "init of the fine-tuned cells (start records): " + "; ".join(
+            f"{line} ×{n}" for line, n in sorted(seen.items(), key=lambda t: -t[1]))
+
+    # ------------------------------------------------------------------ figure
+
+    def plots(self, res) -> dict[str, Any]:
+        from matplotlib.ticker import MaxNLocator
+
+        from lightship.report.html import _figure
+
+        o = res.budget.options
+        fr, ks = o["fractions"], o["schedules"]
+
+        def curve(name: str) -> tuple[list[float], list[float]]:
+            runs = [self.test_evals(res, c) for c in res.arm(name).cells]
+            runs = [r for r in runs if r]
+            n = min((len(r) for r in runs), default=0)
+            xs = [sum(r[i][0] for r in runs) / len(runs) for i in range(n)]
+            ys = [sum(r[i][1] for r in runs) / len(runs) for i in range(n)]
+            return xs, ys
+
+        fig, axes = _figure(1, len(fr) + 1, 3.4)
+        for ax, f in zip(axes[0], fr, strict=False):
+            for i, k in enumerate(ks):
+                for init, ls, what in (("ft", "-", "fine-tuned"), ("sc", "--", "scratch")):
+                    x, y = curve(f"{init}-{_fname(f)}-x{k}")
+                    if x:
+                        ax.plot(x, y, ls=ls, color=f"C{i}", lw=1.8 if init == "ft" else 1.2,
+                                marker="o", ms=2.5, label=f"{what} ×{k}")
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.set_title(f"target {_pct(f)}", fontsize=9)
+            ax.set_xlabel("optimiser steps")
+            ax.set_ylabel("test top-1 (%, mean over cells)")
+            lo = min((line.get_ydata().min() for line in ax.get_lines()), default=0)
+            ax.set_ylim(max(lo - 2, 0), 100)
+            ax.legend(fontsize=6.5)
+        ax = axes[0][len(fr)]
+        sb = o["small_batch"]
+        b, kn = o["batch"], ks[-1]
+        names = [(f"sc-bn-b{sb}", f"scratch BN b{sb}", "C3"),
+                 (f"sc-gn-b{sb}", f"scratch GN b{sb}", "C2"),
+                 (f"ft-bn-b{sb}", f"fine-tuned BN b{sb}", "C3"),
+                 (f"ft-gn-b{sb}", f"fine-tuned GN b{sb}", "C2"),
+                 (f"sc-{_fname(fr[0])}-x{kn}", f"scratch BN b{b}", "C1"),
+                 (f"sc-gn-b{b}", f"scratch GN b{b}", "C9")]
+        vals = [(label, res.arm(n).stat("test_top1"), col) for n, label, col in names]
+        vals = [(label, s, col) for label, s, col in vals if s.mean is not None]
+        if vals:
+            ax.bar(range(len(vals)), [s.mean for _, s, _ in vals],
+                   yerr=[s.std or 0.0 for _, s, _ in vals], capsize=3,
+                   color=[col for _, _, col in vals])
+            ax.set_xticks(range(len(vals)), [label for label, _, _ in vals], rotation=30,
+                          fontsize=6.5, ha="right")
+            lo = min(s.mean - (s.std or 0.0) for _, s, _ in vals)
+            ax.set_ylim(max(math.floor(lo) - 2, 0), 100)
+        ax.set_title(f"BN vs GN, {_pct(fr[0])}, ×{kn}", fontsize=9)
+        ax.set_ylabel("final test top-1 (%)")
+        fig.suptitle("pretrained on digits 0–4 vs from scratch, target digits 5–9 "
+                     "(He et al. 2019 Fig. 1 style: solid fine-tuned, dashed scratch)", fontsize=10)
+        return {"pretrain.png": fig}
