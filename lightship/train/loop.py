@@ -270,7 +270,8 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
               "params": stats["params"], "macs": stats["macs"], "device": str(prec.device),
               "precision": prec.name, "channels_last": prec.channels_last, "lr_peak": lr_peak,
               "steps_per_epoch": steps_per_epoch, "augment": vars(augment),
-              "method": recipe.method.name, "world_size": world.size, **teacher_eval}
+              "method": recipe.method.name, "world_size": world.size, "time": time.time(),
+              **teacher_eval}
     log([header])
     show = Progress(total_epochs=t.epochs, steps_per_epoch=steps_per_epoch,
                     enabled=progress if world.main else False, quiet=quiet or not world.main,
@@ -347,7 +348,8 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
                 now = time.perf_counter()
                 n = y.shape[0] * world.size
                 rec = {"kind": "step", "step": step, "epoch": epoch + 1, "loss": loss_value,
-                       "lr": lr, "grad_norm": float(gnorm), "ips": n / max(now - tick, 1e-9)}
+                       "lr": lr, "grad_norm": float(gnorm), "ips": n / max(now - tick, 1e-9),
+                       "time": time.time()}
                 if len(terms) > 1:
                     rec.update({k: float(v) for k, v in terms.items()})
                 records.append(rec)
@@ -376,7 +378,7 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
                    "train_top1": 100.0 * correct / max(seen, 1), **last_eval,
                    **({"train_ce": ce_sum / max(len(records), 1)} if distilling else {}),
                    "lr": optimizer.param_groups[0]["lr"], "epoch_time": train_time,
-                   "ips": seen / max(train_time, 1e-9)}
+                   "ips": seen / max(train_time, 1e-9), "time": time.time()}
             log([rec])
             show.epoch_end(epoch, rec)
             if (epoch % t.checkpoint_every == 0 or epoch in (t.epochs, stop_epoch)) and world.main:
