@@ -106,6 +106,6 @@ def evaluate_target(target: Path, data: str | None = None, batch_size: int = 512
     prec = choose_precision("auto", "auto", dev)
     model = model.to(dev, memory_format=prec.memory_format)
     dataset.to(dev)
-    res = evaluate(model, dataset, prec, batch_size)
+    res = evaluate(model, dataset, prec, batch_size, tta=recipe.train.tta if recipe else False)
     return {"model": src.name, "data": info.name, "n_test": info.n_test, "weights": str(weights),
             **res}

@@ -225,6 +225,10 @@ class TrainCfg(_Section):
     """ε of label smoothing (Szegedy et al. 2016; Bag of Tricks §5.2 uses 0.1)."""
     ema: float | None = Field(None, gt=0, lt=1)
     """Decay of an exponential moving average of the weights; evaluation uses the average."""
+    tta: bool = False
+    """Test-time augmentation: every evaluation predicts with the mean softmax over the image
+    and its four 1-pixel translations (no flips: they change digits). Costs 5 forward passes
+    per test image; `lightship eval` of the run folder uses it too."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto = bf16 autocast on GPUs that support it, fp32 on CPUs without native bf16
     (measured 4–15× slower there; benchmarks/precision.py)."""

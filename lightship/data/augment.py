@@ -148,6 +148,19 @@ def norm_constants(mean: tuple[float, ...], std: tuple[float, ...],
     return scale.float().to(device), shift.float().to(device)
 
 
+def translations(x: Tensor, pixels: int = 1) -> list[Tensor]:
+    """The batch shifted by ``pixels`` down, up, right and left (edges repeated into the gap),
+    in ``x``'s memory format: the views test-time augmentation averages over. Translations only:
+    a flip would change what a digit means."""
+    n, c, h, w = x.shape
+    p = pixels
+    fmt = (torch.channels_last if c > 1 and x.is_contiguous(memory_format=torch.channels_last)
+           else torch.contiguous_format)
+    padded = F.pad(x, (p, p, p, p), mode="replicate")
+    return [padded[:, :, p + dy:p + dy + h, p + dx:p + dx + w].contiguous(memory_format=fmt)
+            for dy, dx in ((-p, 0), (p, 0), (0, -p), (0, p))]  # view[i] = x[i + dy]
+
+
 def augment_batch(x: Tensor, augment: Augment, generator: torch.Generator, scale: Tensor,
                   shift: Tensor, channels_last: bool = False) -> Tensor:
     """Augment and normalise a uint8 batch (N, C, H, W) on its device; returns float32."""

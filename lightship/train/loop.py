@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightship.data import Augment, cutmix, load_dataset, mixup
-from lightship.data.augment import make_generator
+from lightship.data.augment import make_generator, translations
 from lightship.diagnose import load_records, verdict
 from lightship.errors import UserError
 from lightship.methods.supervised import Supervised
@@ -90,15 +90,21 @@ def model_metadata(recipe: Recipe, info) -> dict[str, Any]:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data, prec: Precision, batch_size: int = 512) -> dict[str, float]:
-    """Top-1, top-5 and mean CE loss on the test split (model put in eval mode, then restored)."""
+def evaluate(model: nn.Module, data, prec: Precision, batch_size: int = 512,
+             tta: bool = False) -> dict[str, float]:
+    """Top-1, top-5 and mean CE loss on the test split (model put in eval mode, then restored).
+
+    ``tta``: predict with the mean softmax over each image and its four 1-pixel translations
+    (``train.tta``); top-k and the loss then read the log of that mean probability."""
     was_training = model.training
     model.eval()
     n, loss_sum, top1, top5 = 0, 0.0, 0, 0
     for x, y in data.test_batches(batch_size, channels_last=prec.channels_last):
         with prec.autocast():
-            logits = model(x)
-        logits = logits.float()
+            logits = model(x).float()
+            if tta:
+                probs = sum(model(v).float().softmax(1) for v in translations(x))
+                logits = ((probs + logits.softmax(1)) / 5).log()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         k = min(5, logits.shape[1])
         pred = logits.topk(k, dim=1).indices
@@ -368,9 +374,10 @@ def _run(recipe: Recipe, paths: RunPaths, data, model: nn.Module, objective,
             log(records)
             eval_model = ema.module if ema is not None else model
             if epoch % t.eval_every == 0 or epoch == t.epochs:
-                last_eval = evaluate(eval_model, data, prec)
+                last_eval = evaluate(eval_model, data, prec, tta=t.tta)
                 for name, partner in evaluated.items():
-                    last_eval[f"{name}_test_top1"] = evaluate(partner, data, prec)["test_top1"]
+                    last_eval[f"{name}_test_top1"] = evaluate(partner, data, prec,
+                                                              tta=t.tta)["test_top1"]
                 if last_eval["test_top1"] > best["test_top1"]:
                     best = {"test_top1": last_eval["test_top1"], "epoch": epoch}
             rec = {"kind": "eval", "step": step, "epoch": epoch,
