@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from lightship.errors import UserError, closest
-from lightship.models.base import Classifier
 from lightship.models.external import create_timm, create_torchvision
 from lightship.models.fast import FastCNN
 from lightship.models.mobilenet import MobileNetV1, MobileNetV2
@@ -193,13 +193,8 @@ def _create_external(name: str, source: str, ext_name: str, num_classes: int, in
 def model_stats(model: nn.Module, in_chans: int, input_size: int) -> dict[str, int]:
     """Parameter count and multiply-accumulates of one ``in_chans×input_size²`` image.
 
-    MACs are those of convolutions and linear layers on an eval-mode forward under no_grad
-    (each submodule's train/eval mode is restored afterwards). Built-in models compute nothing
-    else that counts, so their MACs are summed by forward hooks on those layers; any other model
-    (timm, torchvision: attention matmuls) goes through ``FlopCounterMode`` (FLOPs / 2). Why not
-    always the latter: entering it imports ``torch._dynamo``, measured at 0.75× the time of
-    ``import torch`` itself, a fixed cost every ``lightship train`` would pay at start-up.
-    The two agree on every registry model (tests/test_models.py).
+    MACs come from ``FlopCounterMode`` (FLOPs / 2) on an eval-mode forward under no_grad;
+    each submodule's train/eval mode is restored afterwards.
     """
     params = sum(p.numel() for p in model.parameters())
     first = next(model.parameters(), None)
@@ -209,40 +204,9 @@ def model_stats(model: nn.Module, in_chans: int, input_size: int) -> dict[str, i
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        with torch.no_grad():
-            macs = _layer_macs(model, x) if isinstance(model, Classifier) else _counted_macs(
-                model, x)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
     finally:
         for m, training in modes.items():
             m.training = training
-    return {"params": params, "macs": macs}
-
-
-def _layer_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """MACs of the conv and linear layers of one forward (FlopCounterMode's count for them)."""
-    total = 0
-
-    def count(layer: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(layer, nn.Conv2d):
-            k = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
-            total += out.numel() * k
-        else:
-            total += out.numel() * layer.in_features
-
-    hooks = [m.register_forward_hook(count) for m in model.modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return total
-
-
-def _counted_macs(model: nn.Module, x: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops() // 2
+    return {"params": params, "macs": counter.get_total_flops() // 2}
