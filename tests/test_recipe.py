@@ -14,7 +14,19 @@ def test_presets_differ_in_the_tricks():
     assert base.schedule.warmup_epochs == 0 and tricks.schedule.warmup_epochs > 0
     assert tricks.augment.mixup_alpha > 0
     assert build_recipe(None) == build_recipe("default") == build_recipe(PRESETS["default"])
-    assert build_recipe("default") == build_recipe("baseline")  # measured winner on MNIST-5k
+
+
+def test_fast_and_default_presets_hold_what_was_chosen_and_stay_device_agnostic():
+    fast, default = build_recipe("fast"), build_recipe("default")
+    assert fast.model.name == "fastcnn" and default.model.name == "fastcnn24-4"
+    for r in (fast, default):
+        assert r.schedule.name == "linear" and r.schedule.warmup_epochs == 1
+        assert r.train.label_smoothing == 0.1 and r.optim.nesterov and r.optim.no_bias_decay
+        # nothing tuned for one device: precision, memory format and device resolve per device
+        assert (r.train.precision, r.train.channels_last, r.train.device) == ("auto",) * 3
+        assert not r.train.compile
+    assert fast.train.tta and fast.train.eval_every == fast.train.epochs == 6
+    assert default.train.eval_every == 1 and default.train.epochs == 16
 
 
 def test_overrides_keep_types():

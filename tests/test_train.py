@@ -161,6 +161,21 @@ def test_ema_weights_are_saved_and_evaluated(tmp_path):
     assert torch.equal(saved[key], res.model.state_dict()[key].cpu())
 
 
+def test_fast_recipe_validates_and_trains_on_tiny_data(tmp_path):
+    r = build_recipe("fast", ["data.name=synthetic:n=96,classes=3,size=8,channels=1",
+                              "train.epochs=2", "train.batch_size=16", f"run.dir={tmp_path}",
+                              "run.name=f"])
+    res = train(r, progress=False, quiet=True)
+    assert res.summary["status"] == "finished" and res.summary["model"] == "fastcnn"
+    recs = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in recs if r["kind"] == "eval"]
+    assert [e["epoch"] for e in evals] == [1, 2] and "test_top1" in evals[-1]
+    assert "test_top1" not in evals[0]  # evaluated once, at the end (eval_every = epochs)
+    assert res.summary["test_top1"] > 100 / 3  # above chance on the learnable patterns
+    times = [r["time"] for r in recs]  # wall timestamps on every record, in order
+    assert all(isinstance(t, float) for t in times) and times == sorted(times)
+
+
 def test_tta_averages_softmax_over_the_image_and_four_translations():
     from lightship.data.augment import translations
     from lightship.train.loop import evaluate
