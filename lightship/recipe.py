@@ -54,6 +54,9 @@ class AugmentCfg(_Section):
     """Horizontal flip; auto = only where the dataset allows it (never for digits)."""
     cutout: int = Field(0, ge=0)
     """Cutout square side in pixels (DeVries & Taylor 2017); 0 = off."""
+    rotate: float = Field(0.0, ge=0, le=180)
+    """Random rotation, uniform in ±rotate degrees (small angles keep a digit's meaning; the
+    classic MNIST distortions of Simard et al. 2003); 0 = off."""
     mixup_alpha: float = Field(0.0, ge=0)
     """Mixup Beta(α, α) (Zhang et al. 2018); Bag of Tricks uses α=0.2; 0 = off."""
     cutmix_alpha: float = Field(0.0, ge=0)
