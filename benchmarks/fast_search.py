@@ -46,6 +46,8 @@ STUDIES: dict[str, tuple[str, dict[str, list[str]]]] = {
         "epochs-4": ["train.epochs=4", "train.eval_every=4", "train.checkpoint_every=4"],
         "epochs-8": ["train.epochs=8", "train.eval_every=8", "train.checkpoint_every=8"],
         "crop-2": ["augment.crop_padding=2"],
+        "rotate-10": ["augment.rotate=10"],
+        "rotate-15": ["augment.rotate=15"],
         "no-bias-decay-off": ["optim.no_bias_decay=false"],
         "nesterov-off": ["optim.nesterov=false"],
     }),
@@ -55,11 +57,14 @@ STUDIES: dict[str, tuple[str, dict[str, list[str]]]] = {
         "model-fastcnn16-4": ["model.name=fastcnn16-4"],
         "model-fastcnn32": ["model.name=fastcnn32"],
         "epochs-10": ["train.epochs=10"],
+        "epochs-20": ["train.epochs=20"],
         "epochs-24": ["train.epochs=24"],
         "tta-on": ["train.tta=true"],
         "smoothing-0": ["train.label_smoothing=0"],
         "ema-0.99": ["train.ema=0.99"],
         "cosine": ["schedule.name=cosine"],
+        "rotate-10": ["augment.rotate=10"],
+        "rotate-15": ["augment.rotate=15"],
     }),
 }
 
