@@ -1,8 +1,9 @@
 """Cost of knowledge transfer per training step, measured side by side in one run.
 
-KD: the step time of ``Distill`` (teacher forward in inference mode + student forward/backward/
-update + the KD term) against the sum of its parts measured alone (a plain student step + a teacher
-forward). Goal: ratio ≤ 1.05, i.e. the plug-in adds nothing but the teacher's own forward.
+KD: the step time of ``TermObjective`` (teacher forward in inference mode + student
+forward/backward/update + the KD term) against the sum of its parts measured alone (a plain
+student step + a teacher forward). Goal: ratio ≤ 1.05, i.e. the plug-in adds nothing but the
+teacher's own forward.
 Rocket: a co-training step (light + booster with shared layers) against a light step plus a
 booster step trained separately.
 
@@ -21,7 +22,7 @@ import time
 import torch
 
 from lightship.data import Augment, load_dataset
-from lightship.methods.distill import Distill
+from lightship.methods.objective import TermObjective
 from lightship.methods.supervised import Supervised
 from lightship.models import create_model
 from lightship.recipe import build_recipe
@@ -82,11 +83,11 @@ def main() -> None:
     r_light, r_booster = net(args.student), net(args.booster)
     r_cfg = build_recipe("baseline", ["method.name=rocket",
                                       f"method.booster={args.booster}"]).method
-    rocket = Distill(r_cfg, r_light, None, booster=r_booster)
+    rocket = TermObjective(r_cfg, r_light, None, build_partner=lambda name: r_booster)
     variants = {
         "student step": stepper(student, Supervised()),
         "teacher forward": teacher_forward,
-        "kd step": stepper(kd_student, Distill(kd_cfg, kd_student, teacher)),
+        "kd step": stepper(kd_student, TermObjective(kd_cfg, kd_student, teacher)),
         "light step": stepper(light, Supervised()),
         "booster step": stepper(booster_alone, Supervised()),
         "rocket step": stepper(r_light, rocket, [r_booster]),

@@ -20,9 +20,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from lightship.build import build_augment, build_model
 from lightship.data import load_dataset
 from lightship.recipe import build_recipe
-from lightship.train.loop import build_model, resolve_augment, train
+from lightship.train.loop import train
 from lightship.train.optim import make_optimizer, make_scheduler
 from lightship.train.precision import choose_device, choose_precision
 
@@ -43,7 +44,7 @@ def hand_epochs(recipe) -> list[float]:
     model = build_model(recipe, info.num_classes, info.in_chans, info.input_size)
     model = model.to(device, memory_format=prec.memory_format)
     data.to(device)
-    aug = resolve_augment(recipe, info.input_size, info.hflip_ok)
+    aug = build_augment(recipe, info)
     opt = make_optimizer(model, recipe.optim, t.batch_size)
     sched = make_scheduler(opt, recipe.schedule, t.epochs, data.steps_per_epoch(t.batch_size))
     times = []

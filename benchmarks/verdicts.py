@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lightship.diagnose import load_records
+from lightship.diagnose import judge_run
 from lightship.recipe import build_recipe
-from lightship.runs import RunPaths
-from lightship.train.loop import run_verdict, train
+from lightship.runs import RunPaths, read_records
+from lightship.train.loop import train
 
 RUNS = {
     "constant-short": ["model.name=resnet8", "schedule.name=constant", "train.epochs=4"],
@@ -36,12 +36,12 @@ def main() -> None:
         recipe = build_recipe("baseline", [f"data.name={args.data}", *sets,
                                            f"run.dir={args.out}", f"run.name={name}"])
         train(recipe, overwrite=True, progress=False, quiet=True)
-    reference = load_records(Path(args.out) / "cosine-full")
+    reference = read_records(Path(args.out) / "cosine-full")
     for name in RUNS:
         paths = RunPaths(Path(args.out) / name)
         recipe = build_recipe(paths.recipe)
         ref = reference if name == "tiny-student" else None
-        v = run_verdict(paths, recipe, reference=ref)
+        v = judge_run(paths.root, recipe, reference=ref)
         suffix = " (reference: cosine-full)" if ref else ""
         print(f"{name}{suffix}: {v.one_line()}")
         for reason in v.reasons:

@@ -1,7 +1,39 @@
-"""lightship: train light image classifiers to convergence and lift them toward heavy ones."""
+"""lightship: train light image classifiers to convergence and lift them toward heavy ones.
 
+The Python API (docs/api.md)::
+
+    import lightship
+    result = lightship.train("baseline", data__name="digits", train__epochs=2)
+    verdict = lightship.diagnose(result.run_dir)
+
+``train``, ``distill``, ``evaluate``, ``diagnose`` and ``load_run`` are functions here; the
+modules of the same name stay importable as ``from lightship.train.loop import ...``,
+``from lightship.evaluate import ...`` and ``from lightship.diagnose import ...``.
+"""
+
+# The subpackages named like API functions are imported first, so that the functions bound
+# below are not replaced by the submodule attribute an import system sets on first import.
+import lightship.diagnose
+import lightship.evaluate
+import lightship.train  # noqa: F401  (see above)
+from lightship.api import Run, diagnose, distill, evaluate, load_run, make_recipe, train
 from lightship.errors import UserError
 
 __version__ = "0.1.0"
 
-__all__ = ["UserError", "__version__"]
+_LAZY = {"Recipe": "lightship.recipe", "create_model": "lightship.models",
+         "load_dataset": "lightship.data", "RunResult": "lightship.train.loop",
+         "EvalResult": "lightship.evaluate", "Verdict": "lightship.diagnose.result"}
+
+
+def __getattr__(name: str):  # torch-heavy names load on first use (PEP 562)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightship' has no attribute {name!r}")
+
+
+__all__ = ["EvalResult", "Recipe", "Run", "RunResult", "UserError", "Verdict", "__version__",
+           "create_model", "diagnose", "distill", "evaluate", "load_dataset", "load_run",
+           "make_recipe", "train"]

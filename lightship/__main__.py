@@ -1,5 +1,9 @@
 import sys
 
-from lightship.cli import main
+try:
+    from lightship.cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python loads the CLI: the same line and code as later
+    print("lightship: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-from lightship.errors import UserError
+from lightship import interrupt
+from lightship.errors import Interrupted, UserError
+from lightship.fileio import user_path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +28,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="sets train.batch_size")
     p.add_argument("--lr", type=float, help="sets optim.lr (the base LR before linear scaling)")
     p.add_argument("--seed", type=int, help="sets train.seed")
+    p.add_argument("--init", metavar="SOURCE", help="start from these weights (sets model.init): "
+                   "a run folder, a .safetensors file or a .pt/.pth state_dict; tensors match by "
+                   "name and shape, a head of another class count is re-initialised")
     p.add_argument("--device", help="sets train.device (auto, cpu, cuda, cuda:1)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe key, e.g. --set schedule.name=cosine (repeatable)")
@@ -40,18 +44,22 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="print the resolved recipe as YAML and exit without training")
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
+def _overrides(args: argparse.Namespace) -> list[str | tuple[str, object]]:
+    """Shortcut flags as (key, value) pairs with argparse's types (``--name 2024`` is the string
+    '2024', not YAML's integer), then the ``--set`` strings (read as YAML)."""
     flags = {"data": "data.name", "model": "model.name", "epochs": "train.epochs",
              "batch_size": "train.batch_size", "lr": "optim.lr", "seed": "train.seed",
+             "init": "model.init",
              "device": "train.device", "name": "run.name", "out": "run.dir"}
-    out = [f"{key}={getattr(args, attr)}" for attr, key in flags.items()
-           if getattr(args, attr) is not None]
+    out: list[str | tuple[str, object]] = [(key, getattr(args, attr))
+                                           for attr, key in flags.items()
+                                           if getattr(args, attr) is not None]
     return out + list(args.overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from lightship.api import train
     from lightship.recipe import build_recipe
-    from lightship.train.loop import train
 
     progress = False if args.no_progress else None
     if args.resume:
@@ -71,27 +79,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     if args.resume:  # the saved recipe already names the method and teacher
         return cmd_train(args)
-    extra = [f"method.name={args.method}"]
+    extra: list[tuple[str, object]] = [("method.name", args.method)]  # as written, not YAML
     if args.teacher:
-        teacher = Path(args.teacher)
+        teacher = user_path(args.teacher)
         key = "weights" if teacher.suffix == ".safetensors" else "run"
-        extra.append(f"method.teacher.{key}={teacher}")
+        extra.append((f"method.teacher.{key}", str(teacher)))
     if args.booster:
-        extra.append(f"method.booster={args.booster}")
+        extra.append(("method.booster", args.booster))
     if args.teacher_model:
-        extra.append(f"method.teacher.model={args.teacher_model}")
+        extra.append(("method.teacher.model", args.teacher_model))
     args.overrides = [*extra, *args.overrides]
     return cmd_train(args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lightship.evaluate import evaluate_target
+    from lightship.api import evaluate
 
-    res = evaluate_target(Path(args.target), data=args.data, batch_size=args.batch_size,
-                          device=args.device)
-    print(f"{res['model']} on {res['data']}: test top-1 {res['test_top1']:.2f}%  "
-          f"top-5 {res['test_top5']:.2f}%  loss {res['test_loss']:.4f}  "
-          f"({res['n_test']} images)")
+    res = evaluate(args.target, data=args.data, batch_size=args.batch_size, device=args.device,
+                   image_size=args.image_size)
+    print(f"{res.model} on {res.data}: test top-1 {res.test_top1:.2f}%  "
+          f"top-5 {res.test_top5:.2f}%  loss {res.test_loss:.4f}  ({res.n_test} images)")
     return 0
 
 
@@ -133,16 +140,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from lightship.diagnose import load_records
-    from lightship.recipe import load_saved_recipe
-    from lightship.runs import RunPaths
-    from lightship.train.loop import run_verdict
+    from lightship.api import diagnose
 
-    reference = load_records(Path(args.reference)) if args.reference else None
     for run in args.runs:
-        paths = RunPaths(Path(run))
-        load_records(paths.root)  # a clear message for a folder that is not a run
-        v = run_verdict(paths, load_saved_recipe(paths.recipe), reference=reference)
+        v = diagnose(run, reference=args.reference)
         print(f"{run}: {v.one_line()}")
         for reason in v.reasons:
             print(f"  - {reason}")
@@ -153,6 +154,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     from lightship import __version__
+    from lightship.methods.terms import method_help
 
     parser = _Parser(prog="lightship", description="Train light image classifiers to "
                      "convergence and lift them toward heavy ones.")
@@ -168,9 +170,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher",
                    help="teacher: a lightship run folder or a lightship .safetensors file "
                    "(needed by kd, hint, at, dkd, adversarial)")
-    p.add_argument("--method", default="kd",
-                   help="kd, hint, at, dkd, dml, rocket, adversarial, or a '+'-joined "
-                   "combination such as rocket+kd (default kd)")
+    p.add_argument("--method", default="kd", help=method_help())
     p.add_argument("--teacher-model", metavar="NAME",
                    help="architecture of a --teacher .safetensors without lightship metadata "
                    "(a registry name, timm:NAME or torchvision:NAME)")
@@ -181,6 +181,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run folder or a weights file on a test split")
     p.add_argument("target", help="run folder or .safetensors weights file")
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
+    p.add_argument("--image-size", type=int, metavar="N", help="resize --data's images to N×N "
+                   "(without it, data of another input size is refused)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
@@ -188,7 +190,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="convergence verdict of run folders, with reasons")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--reference", metavar="RUN_DIR",
-                   help="a heavier net's run on the same data, to compare loss floors")
+                   help="another (usually heavier) net's run on the same data, to compare "
+                   "loss floors")
     p.set_defaults(func=cmd_diagnose)
 
     from lightship.export import add_export_parser
@@ -200,6 +203,9 @@ def make_parser() -> argparse.ArgumentParser:
     from lightship.probes.cli import add_probe_parser
 
     add_probe_parser(sub)
+    from lightship.studies.cli import add_study_parser
+
+    add_study_parser(sub)
 
     p = sub.add_parser("models", help="list models with parameters and MACs")
     p.add_argument("--data", default="mnist5k", help="dataset that sets input size and classes")
@@ -214,23 +220,28 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
-    try:
-        args = parser.parse_args(argv)
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 2
-        return args.func(args)
-    except UserError as exc:
-        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        print(f"lightship: error: {lines[-1] if lines else 'invalid input'}", file=sys.stderr)
-        return exc.exit_code
-    except BrokenPipeError:  # `lightship diagnose ... | head`: the reader left; not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print("lightship: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
-        return 130
+    with interrupt.handled():
+        try:
+            parser = make_parser()  # imports torch: seconds in which Ctrl-C is common
+            args = parser.parse_args(argv)
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return 2
+            return args.func(args)
+        except UserError as exc:
+            if interrupt.interrupted():  # the failure is Ctrl-C's doing, not the input's
+                print("lightship: interrupted", file=sys.stderr)
+                return Interrupted.exit_code
+            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+            print(f"lightship: error: {lines[-1] if lines else 'invalid input'}", file=sys.stderr)
+            return exc.exit_code
+        except BrokenPipeError:  # `lightship diagnose ... | head`: the reader left; not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        except KeyboardInterrupt as exc:  # a run's Interrupted says how to go on
+            print(f"lightship: {exc if isinstance(exc, Interrupted) else 'interrupted'}",
+                  file=sys.stderr)
+            return Interrupted.exit_code
 
 
 if __name__ == "__main__":

@@ -17,7 +17,20 @@ class UserError(Exception):
     exit_code = 2
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what the run folder holds and how to go on. A
+    KeyboardInterrupt still, so code that catches Exception never swallows it."""
+
+    exit_code = 130
+
+
 def closest(name: str, choices: Iterable[str]) -> str:
     """Return a ``" (did you mean 'x'?)"`` suffix for the closest choice, or ``""``."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def exception_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an exception, for a one-line error."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightship.errors import UserError
+from lightship.fileio import user_path
 
 if TYPE_CHECKING:  # torch is imported when exporting, so `lightship --help` stays fast
     import torch
@@ -64,7 +65,7 @@ def load_light_net(target: Path) -> tuple[nn.Module, dict[str, Any]]:
     Returns the model in eval mode on the CPU and the export metadata. The weights are read
     through safetensors only.
     """
-    from lightship.evaluate import resolve_source
+    from lightship.weights import resolve_source
 
     weights = _weights_file(target)
     src = resolve_source(weights, role="export source")  # refuses files without our metadata
@@ -115,7 +116,7 @@ def _example(meta: dict[str, Any], batch: int) -> torch.Tensor:
 def _export_onnx(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
     import torch
 
-    from lightship.train.checkpoint import atomic_write
+    from lightship.fileio import atomic_write
 
     try:
         import onnxscript  # noqa: F401  (torch.onnx's dynamo exporter needs it)
@@ -138,7 +139,7 @@ def _export_onnx(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
 def _export_torchscript(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
     import torch
 
-    from lightship.train.checkpoint import atomic_write
+    from lightship.fileio import atomic_write
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice (see module docstring)
@@ -150,10 +151,10 @@ def _export_torchscript(model: nn.Module, meta: dict[str, Any], path: Path) -> N
 
 
 def _export_safetensors(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
-    from lightship.train.checkpoint import save_weights
+    from lightship.weights import WEIGHTS_FORMAT, save_weights
 
     # The lightship weights format, so `lightship eval` and a distill teacher accept the file too.
-    save_weights(path, model, {**meta, "format": "lightship-weights-1"})
+    save_weights(path, model, {**meta, "format": WEIGHTS_FORMAT})
 
 
 def export_run(target: str | Path, fmt: str, out: str | Path | None = None) -> Path:
@@ -174,15 +175,15 @@ def export_run(target: str | Path, fmt: str, out: str | Path | None = None) -> P
     meta = {**meta, "export_format": fmt}
     {"onnx": _export_onnx, "torchscript": _export_torchscript,
      "safetensors": _export_safetensors}[fmt](model, meta, path)
-    from lightship.train.checkpoint import atomic_write
+    from lightship.fileio import atomic_write_json
 
-    sidecar = path.with_name(path.name + ".json")
-    atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write_json(path.with_name(path.name + ".json"), meta)
     return path
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    path = export_run(Path(args.run_dir), args.format, args.out)
+    path = export_run(user_path(args.run_dir), args.format,
+                      args.out and str(user_path(args.out)))
     print(f"exported {args.format} to {path} (metadata: {path.name}.json)")
     return 0
 

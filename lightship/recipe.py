@@ -25,11 +25,14 @@ from pydantic import (
 )
 
 from lightship.errors import UserError, closest
+from lightship.fileio import user_path
+from lightship.methods.terms import TERMS, parse_method
 
 
 class _Section(BaseModel):
-    # extra="forbid": a mistyped key is an error, never silently ignored.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # extra="forbid": a mistyped key is an error, never silently ignored. No field means
+    # anything at inf or NaN (`--lr inf` is a typo), so non-finite numbers are refused.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataCfg(_Section):
@@ -40,11 +43,46 @@ class DataCfg(_Section):
     2019, "Rethinking ImageNet Pre-training")."""
     max_per_class: int | None = Field(None, ge=1)
     seed: int = 0
-    """Seed of the subset draw (independent of the training seed)."""
+    """Seed of the subset draw and of the K-fold split (independent of the training seed)."""
+    folds: int | None = Field(None, ge=2)
+    """Stratified K-fold over all images of a built-in dataset (mnist5k, digits, synthetic): their
+    train and test images are pooled and fold `data.fold` is the test part (never trained on);
+    None = the dataset's own split. Refused for datasets with a fixed test split (CIFAR, IDX)."""
+    fold: int = Field(0, ge=0)
+    """Which of the `data.folds` folds is the test part (0..folds-1)."""
+    classes: list[int] | None = None
+    """Keep only these classes (original label indices) and relabel them 0..k−1 in this order:
+    `5-9`, `0,2,4` or `[5, 6, 7, 8, 9]` (MNIST-5k digits 0–4 as a pretraining source, 5–9 as a
+    fine-tuning target: He et al. 2019, "Rethinking ImageNet Pre-training"). In-memory data only."""
     image_size: int | None = Field(None, ge=4)
-    """ImageFolder only: images are resized to this square size."""
+    """Resize images to this square side once at load time (torch's bilinear, antialiased
+    interpolate), e.g. sklearn digits 8×8 → 28 to fine-tune a net pretrained on MNIST. Default:
+    the data's own size (ImageFolder: 64, or smaller images' median shorter side)."""
     workers: int = Field(2, ge=0)
     """ImageFolder only: DataLoader worker processes."""
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _class_list(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]
+        if not isinstance(value, str):
+            return value
+        out: list[int] = []
+        for part in (p.strip() for p in value.split(",") if p.strip()):
+            lo, dash, hi = part.partition("-")
+            if not (lo.strip().isdigit() and (not dash or hi.strip().isdigit())):
+                raise ValueError("give class indices like 5-9, 0,2,4 or [5, 6, 7]")
+            out += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+        return out
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (len(set(value)) != len(value) or not value
+                                  or min(value) < 0):
+            raise ValueError("class indices must be distinct, >= 0, and at least one")
+        return value
 
 
 class AugmentCfg(_Section):
@@ -67,6 +105,12 @@ class AugmentCfg(_Section):
 
 class ModelCfg(_Section):
     name: str = "resnet8"
+    init: str | None = None
+    """Initial weights (`--init`): a run folder, a lightship .safetensors, or a plain state_dict
+    (.safetensors, or .pt/.pth read as tensors only, never unpickled) such as a torchvision or
+    timm checkpoint saved by the user. Tensors match by name and shape; a head of another class
+    count is re-initialised; a first conv is adapted 1 ↔ 3 channels (timm's adapt_input_conv).
+    None = random init."""
     norm: Literal["bn", "gn", "syncbn", "none"] = "bn"
     gn_groups: int = Field(8, ge=1)
     zero_gamma: bool = False
@@ -79,6 +123,11 @@ class ModelCfg(_Section):
     """The same net without shortcuts (the degradation experiment)."""
     width: float = Field(1.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
+
+    def architecture(self) -> dict[str, Any]:
+        """The options that define the net (``create_model(name, ..., **rest)``): all but
+        ``init``, which says where training started."""
+        return self.model_dump(mode="json", exclude={"init"})
 
 
 class OptimCfg(_Section):
@@ -132,16 +181,15 @@ class TeacherCfg(_Section):
     "Knowledge distillation: A good teacher is patient and consistent")."""
 
 
-METHOD_TERMS = ("kd", "hint", "at", "dkd", "dml", "rocket", "adversarial")
-TEACHER_TERMS = ("kd", "hint", "at", "dkd", "adversarial")
-"""Terms that learn from a frozen teacher; `dml` (peers) and `rocket` (booster) need none."""
-
-
 class MethodCfg(_Section):
     name: str = "supervised"
-    """`supervised`, or terms joined by '+': kd, hint, at, dkd, dml, rocket, adversarial."""
+    """`supervised`, or terms joined by '+' (the table in lightship.methods.terms: kd, hint, at,
+    dkd, rocket, dml, adversarial)."""
     alpha: float = Field(0.9, ge=0, le=1)
-    """`kd`: loss = (1 − α)·CE + α·KD (α on KD; RepDistiller's defaults -r 0.1 -a 0.9)."""
+    """`kd`: loss = (1 − α)·CE + α·KD (α on KD; RepDistiller's defaults -r 0.1 -a 0.9), KD =
+    T²·KL batch mean. With `rocket` the light net's CE keeps weight 1 and α·KD is added (the
+    Rocket+KD of Zhou et al.); their code's α 0.9 is α = 2·0.9/classes here (0.18 on 10
+    classes), because its KL was averaged over batch × classes and doubled."""
     T: float = Field(4.0, gt=0)
     """Softmax temperature of `kd` and `dkd` (Hinton et al. 2015; 4 in RepDistiller/DKD)."""
     hint_weight: float = Field(0.01, ge=0)
@@ -167,21 +215,27 @@ class MethodCfg(_Section):
     booster: str | None = None
     """`rocket`: the booster net, a deeper net of the student's family (resnet20 → resnet56,
     wrn-16-1 → wrn-40-1)."""
-    share: Literal["bottom", "interval"] = "bottom"
-    """`rocket` layer sharing: bottom = stem and the student's first stage; interval = the first
-    block of every stage."""
+    share: Literal["interval", "bottom", "stem+stage1", "none"] = "interval"
+    """`rocket` layer sharing, the authors' rule (stem ↔ stem, light block j of stage s ↔ booster
+    block j of stage s; norms and head stay the light net's own): interval = a light net with
+    the booster's stages and fewer blocks (wrn-16-1 with wrn-40-1); bottom = a light net that is
+    the booster's first stages (wrn-40-1-s2 with wrn-40-1); stem+stage1 = only the stem and the
+    light net's first stage (lightship's own); none = nothing tied (the no-sharing ablation)."""
     share_bn: bool = False
     """`rocket`: share the norm layers of shared blocks too (default: conv weights only)."""
     gradient_block: bool = True
     """`rocket`: the hint does not update the booster's own parameters (booster logits detached);
     False = `none`, the hint pulls both nets."""
-    rocket_lambda: float = Field(0.01, ge=0)
-    """`rocket`: λ of the logit hint λ·‖z_light − z_booster‖² (sum over classes, batch mean).
-    Measured on MNIST-5k (resnet8×0.25 with a resnet20×0.25 booster, SGD lr 0.1): λ=1 diverged
-    in epoch 2, λ=0.1 cost 6 points of test top-1; 0.01 trains stably."""
+    rocket_lambda: float = Field(0.03, ge=0)
+    """`rocket`: λ of the logit hint λ·‖z_light − z_booster‖² (sum over classes, batch mean):
+    0.03, the authors' γ in every Rocket command, with the same reduction. Measured earlier on
+    MNIST-5k (resnet8×0.25 with a resnet20×0.25 booster, SGD lr 0.1, the old layouts): λ=1
+    diverged in epoch 2, λ=0.1 cost 6 points of test top-1, 0.01 trained stably."""
     adv_pairs: list[tuple[str, str]] | None = None
-    """`adversarial`: (student module, teacher module) feature pairs; None = the last stage the two
-    nets name alike."""
+    """`adversarial`: (student module, teacher module) feature pairs, one critic each; None =
+    every stage the two nets name alike (one critic per feature scale, as GAN-KD has one per
+    SSD feature map). The student's term is the mean over the critics, so `adv_weight` keeps
+    the scale of one critic."""
     adv_loss: Literal["wgan", "hinge", "bce"] = "wgan"
     """`adversarial`: Wasserstein with weight clipping (Arjovsky et al. 2017), hinge, or BCE."""
     adv_weight: float = Field(0.1, ge=0)
@@ -197,28 +251,24 @@ class MethodCfg(_Section):
     @field_validator("name")
     @classmethod
     def _known_terms(cls, name: str) -> str:
-        if name == "supervised":
-            return name
-        for term in name.split("+"):
-            if term not in METHOD_TERMS:
-                raise ValueError(f"method '{term}' is unknown{closest(term, METHOD_TERMS)}; "
-                                 f"use supervised or a '+'-joined set of {', '.join(METHOD_TERMS)}")
+        parse_method(name)
         return name
 
     @model_validator(mode="after")
-    def _partners(self) -> MethodCfg:
-        if "rocket" in self.terms and not self.booster:
-            raise ValueError("method rocket needs a booster net of the student's family: set "
-                             "method.booster (e.g. resnet56 for a resnet20 student)")
+    def _term_checks(self) -> MethodCfg:
+        for term in self.terms:
+            problem = TERMS[term].check(self)
+            if problem:
+                raise ValueError(problem)
         return self
 
     @property
     def terms(self) -> list[str]:
-        return [] if self.name == "supervised" else self.name.split("+")
+        return parse_method(self.name)
 
     @property
     def needs_teacher(self) -> bool:
-        return any(term in TEACHER_TERMS for term in self.terms)
+        return any(TERMS[term].needs_teacher for term in self.terms)
 
 
 class TrainCfg(_Section):
@@ -245,6 +295,30 @@ class TrainCfg(_Section):
     on_nonfinite: Literal["stop", "skip"] = "stop"
 
 
+class FinetuneCfg(_Section):
+    """Fine-tuning controls, mostly for a start from ``model.init`` (He, Girshick & Dollár 2019,
+    "Rethinking ImageNet Pre-training", fine-tune with frozen BN as detection does)."""
+
+    freeze_bn: bool = False
+    """Every BatchNorm keeps its running statistics (eval mode) and affine parameters fixed."""
+    freeze: list[str] = []
+    """Module prefixes kept fixed, parameters and norm statistics (e.g. `stem,layer1`; a wrapped
+    timm/torchvision net also takes its own names, e.g. `conv1,layer1`)."""
+    backbone_lr_mult: float = Field(1.0, ge=0)
+    """LR multiplier of every student parameter outside the classifier head."""
+    head_lr_mult: float = Field(1.0, ge=0)
+    """LR multiplier of the classifier head (the last Linear layer)."""
+    reinit_head: bool = False
+    """Do not load the head from ``model.init`` even when its class count fits."""
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _prefix_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+
 class RunCfg(_Section):
     name: str | None = None
     """Run folder name under dir; None = <model>_<data>_<timestamp>."""
@@ -259,6 +333,7 @@ class Recipe(_Section):
     schedule: ScheduleCfg = ScheduleCfg()
     method: MethodCfg = MethodCfg()
     train: TrainCfg = TrainCfg()
+    finetune: FinetuneCfg = FinetuneCfg()
     run: RunCfg = RunCfg()
 
     @model_validator(mode="after")
@@ -270,6 +345,11 @@ class Recipe(_Section):
             )
         if self.augment.mix_off_epochs > self.train.epochs:
             raise ValueError("augment.mix_off_epochs must not exceed train.epochs")
+        d = self.data
+        if d.folds is None and d.fold:
+            raise ValueError("data.fold needs data.folds (the number of folds), e.g. data.folds=5")
+        if d.folds is not None and d.fold >= d.folds:
+            raise ValueError(f"data.fold ({d.fold}) must be below data.folds ({d.folds})")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -290,14 +370,18 @@ BASELINE: dict[str, Any] = {
     "train": {"label_smoothing": 0.0, "precision": "fp32"},
 }
 
-#: Every Bag-of-Tricks item on: linear LR scaling, warmup, cosine, zero-γ, no bias decay, Nesterov,
-#: label smoothing, mixup with clean final epochs, mixed precision where it pays (auto).
+#: Every Bag-of-Tricks item on, with the paper's values (He et al. 2019, §2.1, §3, §5): Nesterov
+#: SGD, momentum 0.9, weight decay 1e-4, lr 0.1 × batch / 256 (linear scaling), linear warmup,
+#: cosine decay, zero-γ, no bias decay, label smoothing ε = 0.1, mixup α = 0.2, mixed precision
+#: where it pays (auto). The paper warms up for 5 of its 120 epochs; the preset keeps that share
+#: of its 20 epochs (5 × 20 / 120 ≈ 0.83): scale schedule.warmup_epochs with train.epochs.
+#: The paper trains mixup 200 instead of 120 epochs; the preset does not lengthen training.
 TRICKS: dict[str, Any] = {
-    "optim": {"name": "sgd", "lr": 0.2, "lr_scaling": True, "momentum": 0.9, "nesterov": True,
-              "weight_decay": 5e-4, "no_bias_decay": True},
-    "schedule": {"name": "cosine", "warmup_epochs": 1},
+    "optim": {"name": "sgd", "lr": 0.1, "lr_scaling": True, "reference_batch": 256,
+              "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4, "no_bias_decay": True},
+    "schedule": {"name": "cosine", "warmup_epochs": round(5 * 20 / 120, 3)},
     "model": {"zero_gamma": True},
-    "augment": {"mixup_alpha": 0.2, "mix_off_epochs": 3},
+    "augment": {"mixup_alpha": 0.2},
     "train": {"label_smoothing": 0.1, "precision": "auto"},
 }
 
@@ -400,22 +484,26 @@ def _explain(err: ValidationError) -> str:
 
 
 def build_recipe(source: str | dict[str, Any] | None = None,
-                 overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
+                 overrides: list[str | tuple[str, Any]] | dict[str, Any] | None = None
+                 ) -> Recipe:
     """Build and validate a recipe.
 
     ``source`` is a preset name (``baseline``, ``tricks``, ``default``), a YAML file path, a dict,
-    or None (the default preset). A YAML file may name ``preset: tricks`` to start from a preset.
-    ``overrides`` are ``a.b=c`` strings (as from ``--set``) or a ``{"a.b": c}`` dict.
+    or None (the default preset). A YAML file or dict starts from the preset it names with
+    ``preset: tricks``, else from ``default``: no recipe, an empty file and ``default`` are the
+    same recipe. ``overrides`` are applied in order: ``a.b=c`` strings (as from ``--set``; c is
+    read as YAML) or ``(key, value)`` pairs taken as they are (CLI shortcuts such as ``--name``,
+    whose values are strings however they look), or a ``{"a.b": c}`` dict.
     """
     tree: dict[str, Any]
     if source is None:
-        tree = copy.deepcopy(PRESETS["default"])
-    elif isinstance(source, dict):
+        source = "default"
+    if isinstance(source, dict):
         tree = copy.deepcopy(source)
     elif source in PRESETS:
-        tree = copy.deepcopy(PRESETS[source])
+        tree = {"preset": source}
     else:
-        path = Path(source)
+        path = user_path(source)
         if not path.exists():
             raise UserError(f"recipe '{source}' is neither a preset ({', '.join(PRESETS)}) nor an "
                             f"existing YAML file{closest(source, PRESETS)}")
@@ -428,14 +516,14 @@ def build_recipe(source: str | dict[str, Any] | None = None,
         if not isinstance(loaded, dict):
             raise UserError(f"recipe file {path} must be a mapping of sections (data:, model:)")
         tree = loaded
-    preset = tree.pop("preset", None) if isinstance(tree, dict) else None
-    if preset is not None:
-        if preset not in PRESETS:
-            raise UserError(f"unknown preset '{preset}'{closest(str(preset), PRESETS)}; "
-                            f"presets: {', '.join(PRESETS)}")
-        tree = _merge(PRESETS[preset], tree)
+    preset = tree.pop("preset", None)
+    preset = "default" if preset is None else preset
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise UserError(f"unknown preset '{preset}'{closest(str(preset), PRESETS)}; "
+                        f"presets: {', '.join(PRESETS)}")
+    tree = _merge(PRESETS[preset], tree)
     items = overrides.items() if isinstance(overrides, dict) else (
-        parse_override(o) for o in (overrides or []))
+        o if isinstance(o, tuple) else parse_override(o) for o in (overrides or []))
     for key, value in items:
         _set(tree, key, value)
     try:

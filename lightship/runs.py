@@ -1,4 +1,4 @@
-"""The run folder: layout, lock, raw metrics log, summary.
+"""The run folder: layout, lock, the raw metrics log and its one reader, summary.
 
 ```
 runs/<name>/
@@ -9,6 +9,12 @@ runs/<name>/
   weights.safetensors  the final model (EMA weights when EMA is on), with preprocessing metadata
   summary.json       final numbers
 ```
+
+``metrics.jsonl`` is read only through :func:`read_records` (or :func:`parse_records` for a bare
+file): one rule for a torn last line (a crash mid-write: skipped; a bad line before the last one:
+the file is corrupt), and one de-duplication (the last record of a step or an epoch wins, as a
+resumed run rewrites the work it lost). Record kinds and the step record's fixed keys are the
+constants below; every other number in a step record is a named loss term.
 """
 
 from __future__ import annotations
@@ -23,6 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from lightship.errors import UserError
+from lightship.fileio import TMP_MARK, atomic_write_json, pid_alive
+
+# Record kinds and keys of metrics.jsonl.
+START, STEP, EVAL = "start", "step", "eval"
+STEP_FIELDS = ("kind", "step", "epoch", "loss", "lr", "grad_norm", "ips", "time")
+"""Step-record keys that are not loss terms; every other number in a step record is a term."""
 
 
 @dataclass(frozen=True)
@@ -61,19 +73,36 @@ class RunPaths:
         return self.recipe.exists()
 
 
-def _pid_alive(pid: int) -> bool:
+def how_to_continue(root: Path) -> str:
+    """How to go on with a run folder that stopped: ``--resume`` only when it has a checkpoint to
+    resume from, ``--overwrite`` when it exists without one, else the same command again."""
+    paths = RunPaths(root)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        if json.loads(paths.summary.read_text()).get("status") == "finished":
+            return f"nothing to resume: {root} has finished"
+    except (OSError, ValueError, AttributeError):
+        pass
+    if paths.last.exists():
+        return f"continue with --resume {root}"
+    if root.exists():
+        return f"start it again with --overwrite ({root} has no checkpoint to resume)"
+    return "run the command again"
+
+
+def run_finished(paths: RunPaths, epochs: int) -> bool:
+    """Whether a run folder holds a finished run: final weights, summary, last checkpoint at the
+    last of its ``epochs`` (``--resume`` of it is refused before anything is written)."""
+    if not (paths.weights.exists() and paths.summary.exists()):
         return False
-    except PermissionError:
-        return True
-    return True
+    try:
+        return int(json.loads(paths.last.read_text())["epoch"]) >= epochs
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def write_error(path: Path, exc: OSError, root: Path | None = None) -> UserError:
     """A one-line UserError for a failed write: disk full (ENOSPC, EDQUOT) gets its own fix."""
-    again = f"continue with --resume {root}" if root is not None else "run it again"
+    again = how_to_continue(root) if root is not None else "run it again"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return UserError(f"disk full while writing {path}; free space, then {again}")
     reason = exc.strerror or type(exc).__name__
@@ -95,7 +124,7 @@ class RunLock:
             pid = int(self.path.read_text().strip() or 0)
         except (OSError, ValueError):
             return None
-        return pid if pid and pid != os.getpid() and _pid_alive(pid) else None
+        return pid if pid and pid != os.getpid() and pid_alive(pid) else None
 
     def _create(self) -> bool:
         """Create the lock file with our pid already inside (no empty-file window another
@@ -157,13 +186,13 @@ def _check_parent(root: Path) -> None:
 def never_started(paths: RunPaths) -> bool:
     """A folder holding only a dead run's lock and temporary files (killed before recipe.yaml)."""
     names = [p.name for p in paths.root.iterdir()]
-    if not names or not all(n == ".lock" or ".tmp-" in n for n in names):
+    if not names or not all(n == ".lock" or TMP_MARK in n for n in names):
         return False
     try:
         pid = int(paths.lock.read_text().strip() or 0)
     except (OSError, ValueError):
         pid = 0
-    return not (pid and _pid_alive(pid) and pid != os.getpid())
+    return not (pid and pid_alive(pid) and pid != os.getpid())
 
 
 def prepare_new_run(paths: RunPaths, overwrite: bool) -> None:
@@ -224,29 +253,100 @@ class MetricsLog:
             fh.flush()  # surface ENOSPC here, not later in close()
 
 
-def _record_step(line: str) -> int:
+def _parse_line(line: str) -> dict[str, Any] | None:
     try:
-        return int(json.loads(line).get("step", 0))
-    except (json.JSONDecodeError, AttributeError, ValueError):
-        return 1 << 62  # a torn last line: drop it
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Read metrics.jsonl, skipping a torn final line."""
+def _record_step(line: str) -> int:
+    rec = _parse_line(line)
+    try:
+        return int(rec.get("step", 0)) if rec is not None else 1 << 62  # torn: drop it
+    except (TypeError, ValueError):
+        return 1 << 62
+
+
+def parse_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file in order. Only the last line can be torn by a crash
+    and is skipped; a bad line before it means the file is corrupt (a one-line UserError)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
     out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    for i, line in enumerate(lines):
+        rec = _parse_line(line)
+        if rec is not None:
+            out.append(rec)
+        elif i < len(lines) - 1:
+            raise UserError(f"{path} line {i + 1} is not a JSON record; the file is corrupt "
+                            "(remove that line or re-run)")
     return out
 
 
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    """Write ``obj`` as JSON atomically; a failed write is a one-line UserError."""
-    from lightship.train.checkpoint import atomic_write
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
+
+@dataclass
+class RunRecords:
+    """A run's metrics.jsonl, parsed once: every record in order, and the de-duplicated views."""
+
+    records: list[dict[str, Any]]
+
+    @property
+    def starts(self) -> list[dict[str, Any]]:
+        """One start record per launch (the first, then one per resume)."""
+        return [r for r in self.records if r.get("kind") == START]
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        """One record per step in step order; the last record of a step wins (a resume)."""
+        by_step = {int(r["step"]): r for r in self.records
+                   if r.get("kind") == STEP and _number(r.get("step"))}
+        return [by_step[k] for k in sorted(by_step)]
+
+    @property
+    def evals(self) -> list[dict[str, Any]]:
+        """One record per epoch in epoch order; the last record of an epoch wins (a resume)."""
+        by_epoch = {int(r["epoch"]): r for r in self.records
+                    if r.get("kind") == EVAL and _number(r.get("epoch"))}
+        return [by_epoch[k] for k in sorted(by_epoch)]
+
+    def terms(self) -> list[str]:
+        """Names of the logged loss terms, in order of first appearance."""
+        seen: dict[str, None] = {}
+        for r in self.steps:
+            for k, v in r.items():
+                if k not in STEP_FIELDS and _number(v):
+                    seen.setdefault(k, None)
+        return list(seen)
+
+
+def read_records(run_dir: Path | str) -> RunRecords:
+    """Read ``run_dir/metrics.jsonl``, with a clear UserError for a folder that is not a run or
+    a run that has not logged anything yet."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} does not exist; pass a run folder such as runs/<name>")
+    paths = RunPaths(run_dir)
+    if not paths.is_run():
+        raise UserError(f"{run_dir} is not a lightship run folder (no recipe.yaml); "
+                        "pass a folder made by `lightship train`")
+    if not paths.metrics.exists():
+        raise UserError(f"{paths.metrics} is missing: the run has not started training; "
+                        "start or resume it first")
+    records = parse_records(paths.metrics)
+    if not records:
+        raise UserError(f"{paths.metrics} is empty: the run has not finished an epoch; "
+                        "judge it after its first evaluation")
+    return RunRecords(records)
+
+
+def write_json(path: Path, obj: dict[str, Any], root: Path | None = None) -> None:
+    """Write ``obj`` as JSON atomically; a failed write is a one-line UserError (saying how to
+    go on with the run folder ``root``, when given)."""
     try:
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+        atomic_write_json(path, obj)
     except OSError as exc:
-        raise write_error(path, exc) from None
+        raise write_error(path, exc, root) from None

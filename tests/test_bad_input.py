@@ -1,4 +1,4 @@
-"""Bad input, end to end through ``lightship.cli.main`` (issue 5).
+"""Bad input, end to end through ``lightship.cli.main`` (issues 5 and 14).
 
 Every case must: exit with code 2; print exactly one line on stderr that names the problem and
 the fix; print no traceback; write nothing outside the run folder the command was given (most
@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from lightship.cli import main
+from tests.conftest import write_npz
 
 SYN = "synthetic:n=48,classes=3,size=8,channels=1"
 TINY = ["--recipe", "baseline", "--model", "cnn4", "--epochs", "1", "--batch-size", "8",
@@ -72,6 +74,7 @@ class Case:
     words: tuple[str, ...]  # each must appear in the message (the problem and the fix)
     writes: Path | None = None  # the only folder the command may change (None: nowhere)
     may_create: bool = False  # may ``writes`` exist afterwards (it was created by the run)?
+    absent: tuple[str, ...] = ()  # none may appear (a hint that would point nowhere)
 
 
 @dataclass
@@ -83,21 +86,14 @@ class Ctx:
     finalizers: list[Callable[[], None]] = field(default_factory=list)
 
     def train(self, *extra: str, words: tuple[str, ...], data: str = SYN,
-              command: str = "train", may_create: bool = False) -> Case:
+              command: str = "train", may_create: bool = False,
+              absent: tuple[str, ...] = ()) -> Case:
         argv = [command, "--data", data, *TINY, "--out", str(self.w.runs), "--name", self.name,
                 *extra]
-        return Case(argv, words, self.w.runs / self.name, may_create)
+        return Case(argv, words, self.w.runs / self.name, may_create, absent)
 
     def npz(self, **over: np.ndarray) -> str:
-        rng = np.random.default_rng(0)
-        arrays = {"x_train": rng.integers(0, 256, (30, 8, 8), dtype=np.uint8),
-                  "y_train": np.arange(30) % 3,
-                  "x_test": rng.integers(0, 256, (9, 8, 8), dtype=np.uint8),
-                  "y_test": np.arange(9) % 3}
-        arrays.update(over)
-        path = self.tmp / "data.npz"
-        np.savez(path, **arrays)
-        return str(path)
+        return write_npz(self.tmp / "data.npz", **over)
 
     def image_folder(self, classes: str = "ab", n: int = 3) -> Path:
         root = self.tmp / "images"
@@ -108,9 +104,23 @@ class Ctx:
                     Image.new("L", (8, 8), color=40 * i + 10).save(root / split / c / f"{i}.png")
         return root
 
-    def copy_of_old(self, name: str) -> Path:
+    def high_bit_folder(self, image: Callable[[int], Image.Image], ext: str = "png") -> Path:
+        """An ImageFolder whose every image is ``image(i)`` (e.g. 16-bit or float)."""
+        root = self.tmp / "deep"
+        for split in ("train", "val"):
+            for c in "ab":
+                (root / split / c).mkdir(parents=True)
+                for i in range(3):
+                    image(i).save(root / split / c / f"{i}.{ext}")
+        return root
+
+    def copy_of_old(self, name: str, resumable: bool = False) -> Path:
+        """A copy of the earlier run; ``resumable``: as if killed before its summary (a finished
+        run is refused by --resume before anything else is looked at)."""
         dst = self.tmp / name
         shutil.copytree(self.w.old, dst)
+        if resumable:
+            (dst / "summary.json").unlink()
         return dst
 
     def hold_lock(self, run_dir: Path) -> int:
@@ -133,7 +143,7 @@ class Ctx:
 def _other_architecture_weights(path: Path) -> None:
     """Overwrite ``path`` with weights of cnn8 (the run was cnn4) on the same data shape."""
     from lightship.models import create_model
-    from lightship.train.checkpoint import read_weights, save_weights
+    from lightship.weights import read_weights, save_weights
 
     _, meta = read_weights(path)
     meta = {**meta, "model": "cnn8", "model_options": {**meta["model_options"], "name": "cnn8"}}
@@ -336,7 +346,7 @@ def other_architecture_eval(c: Ctx) -> Case:
 
 
 def other_architecture_resume(c: Ctx) -> Case:
-    run = c.copy_of_old("swapped")
+    run = c.copy_of_old("swapped", resumable=True)
     tag = json.loads((run / "checkpoints" / "last.json").read_text())["tag"]
     _other_architecture_weights(run / "checkpoints" / f"{tag}.safetensors")
     return Case(["train", "--resume", str(run), "--no-progress"],
@@ -363,14 +373,32 @@ def syncbn_on_cpu(c: Ctx) -> Case:
 def disk_full_metrics(c: Ctx) -> Case:
     from lightship.runs import MetricsLog
 
+    # The first metrics line fails, before any checkpoint: --resume would have nothing to resume.
     c.monkeypatch.setattr(MetricsLog, "_append", _disk_full)
     return c.train(words=("disk full while writing", "metrics.jsonl", "free space",
-                          "--resume"), may_create=True)
+                          "--overwrite", "no checkpoint"), may_create=True, absent=("--resume",))
 
 
 def disk_full_checkpoint(c: Ctx) -> Case:
-    c.monkeypatch.setattr("lightship.train.checkpoint.save_file", _disk_full)
-    return c.train(words=("disk full while writing", "safetensors", "free space", "--resume"),
+    c.monkeypatch.setattr("lightship.weights.save_file", _disk_full)
+    return c.train(words=("disk full while writing", "safetensors", "free space", "--overwrite"),
+                   may_create=True, absent=("--resume",))
+
+
+def disk_full_summary(c: Ctx) -> Case:
+    from lightship import runs
+
+    real = runs.atomic_write_json
+
+    def fills_up_at_summary(path: Path, obj) -> None:
+        if path.name == "summary.json":
+            _disk_full()
+        real(path, obj)
+
+    # The last write of a run: its checkpoint is in, so --resume finishes it (was: "run it
+    # again", which then refused the existing folder).
+    c.monkeypatch.setattr(runs, "atomic_write_json", fills_up_at_summary)
+    return c.train(words=("disk full while writing", "summary.json", "continue with --resume"),
                    may_create=True)
 
 
@@ -382,7 +410,7 @@ def same_name_twice(c: Ctx) -> Case:
 
 
 def lock_held_resume(c: Ctx) -> Case:
-    run = c.copy_of_old("busy")
+    run = c.copy_of_old("busy", resumable=True)
     pid = c.hold_lock(run)
     return Case(["train", "--resume", str(run), "--no-progress"],
                 (f"in use by process {pid}", "wait for it"), writes=run, may_create=True)
@@ -431,6 +459,100 @@ def recipe_file_bad_yaml(c: Ctx) -> Case:
     return c.train("--recipe", str(path), words=("r.yaml", "not valid YAML", "fix the syntax"))
 
 
+# --- issue 14: inputs that corrupted training silently, and hints that pointed nowhere ----------
+
+
+def float_image_outside_0_1(c: Ctx) -> Case:
+    # float TIFFs holding 0..255: Pillow's convert("L") clipped them; they are read as 0..1
+    x = np.linspace(0, 255, 64, dtype=np.float32).reshape(8, 8)
+    root = c.high_bit_folder(lambda i: Image.fromarray(x), ext="tif")
+    return c.train(words=("float values from 0 to 255", "outside 0..1", "rescale the images"),
+                   data=str(root))
+
+
+def float_image_in_val_only(c: Ctx) -> Case:
+    # met by a DataLoader worker in the first evaluation, not at load time: still one line
+    root = c.image_folder(n=4)
+    Image.fromarray(np.full((8, 8), 3.0, np.float32)).save(root / "val" / "b" / "hdr.tif")
+    return c.train(words=("hdr.tif", "float values from 3 to 3", "outside 0..1"),
+                   data=str(root), may_create=True)
+
+
+def int32_image_above_16_bits(c: Ctx) -> Case:
+    x = (np.arange(64, dtype=np.int32) * 2000).reshape(8, 8)  # up to 126000 > 65535
+    root = c.high_bit_folder(lambda i: Image.fromarray(x), ext="tif")
+    return c.train(words=("32-bit integer values from 0 to 126000", "outside 0..65535",
+                          "rescale the images"), data=str(root))
+
+
+def eight_bit_data_in_16_bit_files(c: Ctx) -> Case:
+    # values 0..255 in 16-bit PNGs: scaled from 0..65535 they would all read 0 or 1
+    x = (np.arange(64, dtype=np.uint16) * 4).reshape(8, 8)
+    root = c.high_bit_folder(lambda i: Image.fromarray(x + i))
+    return c.train(words=("16-bit", "darkest 2 of 256 grey levels", "save them as 8-bit images"),
+                   data=str(root))
+
+
+def nan_in_float_image(c: Ctx) -> Case:
+    x = np.full((8, 8), 0.5, dtype=np.float32)
+    x[2, 3] = np.nan
+    root = c.high_bit_folder(lambda i: Image.fromarray(x), ext="tif")
+    return c.train(words=("NaN", "fix or remove the file"), data=str(root))
+
+
+def device_not_here(name: str) -> Callable[[Ctx], Case]:
+    def case(c: Ctx) -> Case:
+        if name == "mps" and torch.backends.mps.is_available() or \
+                name == "xpu" and hasattr(torch, "xpu") and torch.xpu.is_available():
+            pytest.skip(f"{name} is present on this machine")
+        words = ("train.device 'meta'", "cannot train", "use auto, cpu, cuda") if name == "meta" \
+            else (f"train.device '{name}'", "none is visible", "use cpu or auto")
+        return c.train("--device", name, words=words)
+    case.__name__ = f"device_{name}"
+    return case
+
+
+def nan_before_first_checkpoint(c: Ctx) -> Case:
+    return c.train("--lr", "1e12", words=("loss became nan", "before its first checkpoint",
+                                          "--overwrite"),
+                   may_create=True, absent=("keeps its last good checkpoint", "--resume"))
+
+
+def out_that_cannot_exist(c: Ctx) -> Case:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    case = c.train(words=("/proc/x",), absent=("--resume",))
+    case.argv[case.argv.index("--out") + 1] = "/proc/x"
+    case.writes = None
+    return case
+
+
+def infinite_lr(c: Ctx) -> Case:
+    return c.train("--lr", "inf", words=("optim.lr", "inf", "finite number", "--set optim.lr="))
+
+
+def nan_set_value(c: Ctx) -> Case:
+    return c.train("--set", "train.label_smoothing=.nan",
+                   words=("train.label_smoothing", "nan", "finite number"))
+
+
+def eval_weights_file_other_size(c: Ctx) -> Case:
+    # the same rule as for its run folder (eval_on_other_size): no silent resize to 8×8
+    return Case(["eval", str(c.w.old / "weights.safetensors"), "--data",
+                 "synthetic:n=48,classes=3,size=12,channels=1"],
+                ("trained on 1×8×8 inputs", "gives 1×12×12", "--image-size 8"))
+
+
+def eval_on_other_size(c: Ctx) -> Case:
+    return Case(["eval", str(c.w.old), "--data", "synthetic:n=48,classes=3,size=12,channels=1"],
+                ("trained on 1×8×8 inputs", "gives 1×12×12", "--image-size 8"))
+
+
+def resume_finished_run(c: Ctx) -> Case:
+    return Case(["train", "--resume", str(c.w.old), "--no-progress"],
+                ("finished its 1 epochs", "nothing to resume"))
+
+
 CASES: dict[str, Callable[[Ctx], Case]] = {f.__name__: f for f in (
     truncated_png, truncated_png_in_val, truncated_jpeg_in_val, non_image_file, empty_class_folder,
     image_folder_without_classes, npz_wrong_shape, npz_one_hot_labels, npz_count_mismatch,
@@ -440,9 +562,14 @@ CASES: dict[str, Callable[[Ctx], Case]] = {f.__name__: f for f in (
     teacher_class_mismatch, teacher_shape_mismatch, corrupt_safetensors_eval,
     truncated_safetensors_eval, corrupt_safetensors_teacher, other_architecture_eval,
     other_architecture_resume, eval_on_other_class_count, eval_on_other_channels, syncbn_on_cpu,
-    disk_full_metrics, disk_full_checkpoint, same_name_twice, lock_held_resume,
+    disk_full_metrics, disk_full_checkpoint, disk_full_summary, same_name_twice, lock_held_resume,
     lock_held_overwrite, out_is_a_file, name_is_a_file, resume_not_a_run, eval_missing_target,
-    recipe_file_bad_yaml)}
+    recipe_file_bad_yaml, float_image_outside_0_1, float_image_in_val_only,
+    int32_image_above_16_bits,
+    eight_bit_data_in_16_bit_files, nan_in_float_image, device_not_here("mps"),
+    device_not_here("xpu"), device_not_here("meta"), nan_before_first_checkpoint,
+    out_that_cannot_exist, infinite_lr, nan_set_value, eval_weights_file_other_size,
+    eval_on_other_size, resume_finished_run)}
 
 # Cases whose fix belongs to files this suite's author could not edit (see each reason).
 XFAIL: dict[str, str] = {}
@@ -481,6 +608,8 @@ def test_bad_input(name, world, tmp_path, monkeypatch, capsys):
         assert err.startswith("lightship: error: ") and err.count("\n") == 1, err
         for word in case.words:
             assert word in err, f"{word!r} not in {err!r}"
+        for word in case.absent:
+            assert word not in err, f"{word!r} in {err!r}"
         _check_outcome(c, case, before)
     finally:
         for stop in c.finalizers:
@@ -535,3 +664,135 @@ def test_disk_full_mid_run_then_resume_finishes(tmp_path, monkeypatch, capsys):
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 14: inputs that must work as written, and refusals that must write nothing
+
+
+@pytest.mark.parametrize("name", ["2024", "007", "yes", "0x1F", "a: b", "null", "~", "0.10"])
+def test_shortcut_values_are_strings(name, tmp_path, capsys):
+    """--name, --out, --data and --model are strings however they look (YAML would read 2024 as
+    an integer, 007 as 7, yes as true, null and ~ as 'no name': a timestamped folder)."""
+    argv = ["train", "--name", name, "--out", name, "--data", name, "--model", name,
+            "--print-recipe"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    recipe = yaml.safe_load(capsys.readouterr().out)
+    assert (recipe["run"]["name"], recipe["run"]["dir"]) == (name, name)
+    assert (recipe["data"]["name"], recipe["model"]["name"]) == (name, name)
+
+
+def test_numeric_looking_name_makes_that_folder(tmp_path, monkeypatch):
+    """... and --teacher 007 is that folder too (it went through YAML as the integer 7)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", SYN, *TINY, "--out", ".", "--name", "007"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["007"]
+    assert main(["distill", "--teacher", "007", "--data", SYN, *TINY, "--out", ".", "--name",
+                 "1e3"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["007", "1e3"]
+
+
+def test_tilde_is_expanded_wherever_a_path_is_read(tmp_path, monkeypatch, capsys):
+    """~ in run.dir (a recipe file), --recipe, --resume, eval and --teacher means $HOME, never a
+    folder named '~' in the working directory."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    (home / "r.yaml").write_text("preset: baseline\nrun: {dir: ~/lsruns, name: r}\n")
+    assert main(["train", "--recipe", "~/r.yaml", "--data", SYN, "--model", "cnn4", "--epochs",
+                 "1", "--batch-size", "8", "--no-progress", "--device", "cpu"]) == 0
+    run = home / "lsruns" / "r"
+    assert (run / "weights.safetensors").is_file()
+    assert main(["eval", "~/lsruns/r", "--device", "cpu"]) == 0
+    assert main(["eval", "~/lsruns/r/weights.safetensors", "--device", "cpu"]) == 0
+    assert main(["distill", "--teacher", "~/lsruns/r", "--data", SYN, *TINY, "--out",
+                 "~/lsruns", "--name", "s"]) == 0
+    assert (home / "lsruns" / "s" / "weights.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["train", "--resume", "~/lsruns/r"]) == 2
+    assert f"{run} finished its 1 epochs" in capsys.readouterr().err
+    assert list(cwd.iterdir()) == []  # no ./~ folder
+
+
+def test_nan_after_a_checkpoint_names_it(tmp_path, monkeypatch, capsys):
+    """A NaN in epoch 2 keeps epoch 1's checkpoint, and the message says where it is."""
+    from lightship.methods.supervised import Supervised
+
+    real, calls = Supervised.loss, []
+
+    def nan_in_epoch_2(self, model, x, target):
+        loss, terms, logits = real(self, model, x, target)
+        calls.append(1)
+        return (loss * float("nan"), terms, logits) if len(calls) > 6 else (loss, terms, logits)
+
+    monkeypatch.setattr(Supervised, "loss", nan_in_epoch_2)
+    run = tmp_path / "r"
+    capsys.readouterr()
+    assert main(["train", "--data", SYN, *TINY, "--epochs", "2", "--out", str(tmp_path),
+                 "--name", "r"]) == 2
+    err = capsys.readouterr().err
+    assert "loss became nan at step 6 (epoch 2)" in err, err
+    assert f"keeps its last good checkpoint in {run / 'checkpoints'}" in err
+    assert (run / "checkpoints" / "last.json").is_file()
+
+
+def test_no_recipe_empty_recipe_and_default_are_one(tmp_path, monkeypatch, capsys):
+    """No --recipe, an empty recipe file, a file of only shortcuts' keys and --recipe default
+    resolve to the same recipe (whatever the default preset holds); the library's train()
+    without a recipe too."""
+    from lightship.recipe import build_recipe
+    from lightship.train import loop
+
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "comments.yaml").write_text("# nothing set here\n")
+    (tmp_path / "epochs.yaml").write_text("train: {epochs: 3}\n")
+    printed = []
+    for extra in ([], ["--recipe", "default"], ["--recipe", str(tmp_path / "empty.yaml")],
+                  ["--recipe", str(tmp_path / "comments.yaml")]):
+        capsys.readouterr()
+        assert main(["train", *extra, "--name", "n", "--print-recipe"]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[1:] == printed[:1] * 3
+    default = build_recipe("default")
+    assert build_recipe(None) == default == build_recipe(str(tmp_path / "empty.yaml"))
+    assert build_recipe(str(tmp_path / "epochs.yaml")) == build_recipe("default",
+                                                                       ["train.epochs=3"])
+    seen = []
+    monkeypatch.setattr(loop, "_train_in_world", lambda recipe, *a: seen.append(recipe))
+    loop.train()
+    assert seen == [default]
+
+
+def _stats(root: Path) -> dict[str, tuple[int, int, int]]:
+    """(inode, size, mtime) of every file and folder under ``root``, ``root`` included: a file
+    rewritten with the same bytes, or a lock made and removed, changes them."""
+    out = {}
+    for p in [root, *sorted(root.rglob("*"))]:
+        st = p.stat()
+        out[str(p)] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_refused_resume_of_a_finished_run_writes_nothing(world, tmp_path, capsys):
+    run = tmp_path / "done"
+    shutil.copytree(world.old, run)
+    before = _stats(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert _stats(run) == before
+
+
+def test_eval_resizes_only_when_asked(world, capsys):
+    """With --image-size, a run folder and its weights file evaluate other-size data alike."""
+    other = "synthetic:n=48,classes=3,size=12,channels=1"
+    lines = []
+    for target in (world.old, world.old / "weights.safetensors"):
+        capsys.readouterr()
+        assert main(["eval", str(target), "--data", other, "--image-size", "8",
+                     "--device", "cpu"]) == 0
+        lines.append(capsys.readouterr().out)
+    assert lines[0] == lines[1] and "test top-1" in lines[0]

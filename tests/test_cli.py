@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 
 from lightship.cli import main
+from lightship.diagnose import load_records
+from lightship.diagnose.signals import params_of as _params
+from lightship.models import create_model
+from tests.conftest import write_npz
 
 TINY = ["--recipe", "baseline", "--model", "cnn4", "--epochs", "1", "--batch-size", "8",
         "--no-progress"]
@@ -24,17 +28,6 @@ def earlier_run(tmp_path):
     assert main(["train", "--data", "synthetic:n=48,classes=3,size=8,channels=1", *TINY,
                  "--out", str(out), "--name", "old"]) == 0
     return out
-
-
-def _npz(path, **over):
-    rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.integers(0, 255, (30, 8, 8), dtype=np.uint8),
-              "y_train": np.arange(30) % 3,
-              "x_test": rng.integers(0, 255, (9, 8, 8), dtype=np.uint8),
-              "y_test": np.arange(9) % 3}
-    arrays.update(over)
-    np.savez(path, **arrays)
-    return str(path)
 
 
 def _bad_cases(tmp):
@@ -58,10 +51,10 @@ def _bad_cases(tmp):
         "missing path": (["--data", str(tmp / "nope")], "nope"),
         "unknown layout": (["--data", str(tmp / "empty_dir")], "empty_dir"),
         "truncated image": (["--data", str(tmp / "img")], "broken.png"),
-        "labels out of range": (["--data", _npz(tmp / "lab.npz", y_train=np.arange(30) % 3 - 1)],
-                                "label"),
-        "nan pixels": (["--data", _npz(tmp / "nan.npz", x_train=nan_x)], "NaN"),
-        "empty class": (["--data", _npz(tmp / "ec.npz", y_train=(np.arange(30) % 2) * 2)],
+        "labels out of range": (
+            ["--data", write_npz(tmp / "lab.npz", y_train=np.arange(30) % 3 - 1)], "label"),
+        "nan pixels": (["--data", write_npz(tmp / "nan.npz", x_train=nan_x)], "NaN"),
+        "empty class": (["--data", write_npz(tmp / "ec.npz", y_train=(np.arange(30) % 2) * 2)],
                         "class"),
         "batch too large": (["--data", "synthetic:n=48,classes=3,size=8,channels=1",
                              "--set", "train.batch_size=4096"], "batch"),
@@ -158,6 +151,9 @@ def test_diagnose_prints_a_verdict_and_rejects_non_runs(tmp_path, capsys):
     assert main(["diagnose", str(out / "r"), "--reference", str(out / "r")]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(f"{out / 'r'}: ") and "  - " in printed
+    # the capacity test compares parameter counts read from the runs' start records
+    cnn4 = sum(p.numel() for p in create_model("cnn4", 3, 1, 8).parameters())
+    assert _params(load_records(out / "r")) == cnn4
     assert main(["diagnose", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -9,18 +9,21 @@ import numpy as np
 import pytest
 
 from lightship.diagnose import Verdict, fit_floor, load_records, verdict
-from lightship.diagnose.curves import improved, plateau
+from lightship.diagnose.signals import improved, plateau
 from lightship.errors import UserError
 
 STEPS_PER_EPOCH = 4
 
 
-def records(train, test=None, lr=None, *, train_top1=None, test_top1=None, grad_norm=None):
+def records(train, test=None, lr=None, *, train_top1=None, test_top1=None, grad_norm=None,
+            params=None):
     """metrics.jsonl records for per-epoch train losses (each epoch's steps share its loss)."""
     n = len(train)
     lr = [0.1] * n if lr is None else list(lr)
     out = [{"kind": "start", "step": 0, "epoch": 0, "lr_peak": max(lr),
             "steps_per_epoch": STEPS_PER_EPOCH}]
+    if params is not None:
+        out[0]["params"] = params
     step = 0
     for i, loss in enumerate(train):
         for _ in range(STEPS_PER_EPOCH):
@@ -82,13 +85,13 @@ def test_exponential_to_floor_under_full_cosine_is_converged():
     v = verdict(records(train, train + 0.02 + noise(n, 0.003, 1), cosine(n)),
                 schedule="cosine", total_epochs=n)
     assert isinstance(v, Verdict) and v.label == "converged"
-    lo, hi = v.numbers["floor_ci"]
+    lo, hi = v.numbers.floor_ci
     assert lo <= 0.4 <= hi and hi - lo < 0.01
-    assert v.numbers["floor_family"] == "exp" and v.numbers["fits_agree"]
-    assert v.numbers["expected_drop"] < 0.01 and v.numbers["epochs_to_go"] < 5
-    assert v.numbers["lr_frac"] <= 0.05 and not v.numbers["unfinished"]
-    assert v.numbers["evals_since_improvement"] >= 3
-    assert v.numbers["gap_trend"] == "stable" and abs(v.numbers["gap"] - 0.02) < 0.01
+    assert v.numbers.floor_family == "exp" and v.numbers.fits_agree
+    assert v.numbers.expected_drop < 0.01 and v.numbers.epochs_to_go < 5
+    assert v.numbers.lr_frac <= 0.05 and not v.numbers.unfinished
+    assert v.numbers.evals_since_improvement >= 3
+    assert v.numbers.gap_trend == "stable" and abs(v.numbers.gap - 0.02) < 0.01
     assert v.suggestion is None
     line = v.one_line()
     assert line.startswith("converged: train loss flat for") and "floor ≈ 0.399" in line
@@ -101,12 +104,12 @@ def test_power_law_at_constant_lr_is_still_improving():
     train = 2.0 * t ** -0.5 + 0.3 + noise(n, 0.002)
     v = verdict(records(train, train + 0.05, [0.1] * n))
     assert v.label == "still improving"
-    assert v.numbers["schedule"] == "constant"
-    assert v.numbers["floor_family"] == "power"
-    lo, hi = v.numbers["floor_ci"]
+    assert v.numbers.schedule == "constant"
+    assert v.numbers.floor_family == "power"
+    lo, hi = v.numbers.floor_ci
     assert lo <= 0.3 <= hi
-    assert v.numbers["expected_drop"] > 0.3
-    assert v.numbers["epochs_to_go"] > 100
+    assert v.numbers.expected_drop > 0.3
+    assert v.numbers.epochs_to_go > 100
     assert "train much longer" in v.suggestion
 
 
@@ -115,9 +118,9 @@ def test_still_linear_descent_is_still_improving_with_no_floor_in_sight():
     train = 2.0 - 0.05 * np.arange(1, n + 1)
     v = verdict(records(train, train + 0.05))
     assert v.label == "still improving"
-    assert v.numbers["train_slope"] == pytest.approx(-0.05, abs=1e-6)
-    assert v.numbers["evals_since_improvement"] == 0
-    assert v.numbers["floor_identified"] is False and v.numbers.get("floor") is None
+    assert v.numbers.train_slope == pytest.approx(-0.05, abs=1e-6)
+    assert v.numbers.evals_since_improvement == 0
+    assert v.numbers.floor_identified is False and v.numbers.floor is None
     assert any("no floor in sight" in r for r in v.reasons)
     assert "train more epochs" in v.suggestion
 
@@ -129,9 +132,9 @@ def test_rising_test_loss_with_falling_train_loss_is_overfitting():
     test = 0.6 + 2.0 * np.exp(-0.3 * np.minimum(t, 10)) + 0.02 * np.maximum(t - 10, 0)
     v = verdict(records(train, test + noise(n, 0.003, 1)))
     assert v.label == "overfitting"
-    assert v.numbers["test_best_epoch"] in (9, 10, 11)
-    assert v.numbers["test_evals_since_best"] >= 3
-    assert v.numbers["gap_trend"] == "rising" and v.numbers["gap_slope"] > 0.01
+    assert v.numbers.test_best_epoch in (9, 10, 11)
+    assert v.numbers.test_evals_since_best >= 3
+    assert v.numbers.gap_trend == "rising" and v.numbers.gap_slope > 0.01
     assert "augmentation" in v.suggestion and "weight decay" in v.suggestion
 
 
@@ -141,20 +144,20 @@ def test_nan_loss_is_diverged():
     bad = next(r for r in recs if r["kind"] == "step" and r["step"] == 17)
     bad["loss"] = float("nan")
     v = verdict(recs)
-    assert v.label == "diverged" and v.numbers["nonfinite_step"] == 17
+    assert v.label == "diverged" and v.numbers.nonfinite_step == 17
     assert "nan" in v.reasons[0] and "grad_clip" in v.suggestion
     # eval records alone (no step records) are enough
     only_evals = [r for r in records(train, train + 0.02) if r["kind"] == "eval"]
     only_evals[4]["test_loss"] = float("inf")
     v = verdict(only_evals)
-    assert v.label == "diverged" and v.numbers["nonfinite_epoch"] == 5
+    assert v.label == "diverged" and v.numbers.nonfinite_epoch == 5
 
 
 def test_exploding_loss_is_diverged_but_one_spike_is_not():
     train = [2.3, 1.8, 1.5, 4.0, 12.0, 40.0]
     v = verdict(records(train, train))
     assert v.label == "diverged"
-    assert v.numbers["explode_ratio"] == pytest.approx(40.0 / 2.3)
+    assert v.numbers.explode_ratio == pytest.approx(40.0 / 2.3)
     assert "exploded" in v.reasons[0]
     train = exp_curve(20)
     recs = records(train, train + 0.02)
@@ -167,14 +170,14 @@ def test_one_or_two_epochs_are_too_short(epochs):
     train = [2.3, 1.9][:epochs]
     v = verdict(records(train, train))
     assert v.label == "too short to judge"
-    assert v.numbers["n_judged"] == epochs and v.numbers["train_last"] == train[-1]
+    assert v.numbers.n_judged == epochs and v.numbers.train_last == train[-1]
     assert f"only {epochs} evaluation" in v.reasons[0]
 
 
 def test_too_short_counts_only_evaluations_after_warmup():
     train = [2.3, 2.5, 1.9, 1.7]
     v = verdict(records(train, train), warmup_epochs=2)
-    assert v.label == "too short to judge" and v.numbers["n_judged"] == 2
+    assert v.label == "too short to judge" and v.numbers.n_judged == 2
     assert "warm-up" in v.reasons[0] and "epoch 5" in v.suggestion
     v = verdict([])
     assert v.label == "too short to judge" and "no evaluation yet" in v.reasons[0]
@@ -185,9 +188,9 @@ def test_warmup_bump_is_ignored():
     train = np.concatenate([[2.3, 2.6], exp_curve(n - warm, a=1.7, b=0.5, floor=0.3)])
     v = verdict(records(train, train + 0.01, cosine(n, warmup=warm)), warmup_epochs=warm)
     assert v.label == "converged"
-    assert v.numbers["n_judged"] == n - warm
-    assert v.numbers["schedule"] == "decay"  # inferred from the lr values
-    lo, hi = v.numbers["floor_ci"]
+    assert v.numbers.n_judged == n - warm
+    assert v.numbers.schedule == "decay"  # inferred from the lr values
+    lo, hi = v.numbers.floor_ci
     assert lo <= 0.3 <= hi
 
 
@@ -204,8 +207,8 @@ def test_step_decay_converges_after_the_last_cooldown():
     train = np.array(train) + noise(n, 0.002)
     v = verdict(records(train, train + 0.03, lr), schedule="multistep", total_epochs=n)
     assert v.label == "converged"
-    assert v.numbers["drop_epochs"] == [10, 20] and v.numbers["evals_since_drop"] == 10
-    lo, hi = v.numbers["floor_ci"]
+    assert v.numbers.drop_epochs == [10, 20] and v.numbers.evals_since_drop == 10
+    lo, hi = v.numbers.floor_ci
     assert lo <= 0.5 <= hi  # fitted on the last segment only
 
 
@@ -215,9 +218,9 @@ def test_step_decay_cooldown_is_still_improving():
     train = 0.8 + noise(n, 0.002)
     lr = [0.1] * 10 + [0.01] * 2
     v = verdict(records(train, train + 0.03, lr))
-    assert v.numbers["schedule"] == "step"
+    assert v.numbers.schedule == "step"
     assert v.label == "still improving"
-    assert v.numbers["evals_since_drop"] == 2 and v.numbers["drop_epochs"] == [10]
+    assert v.numbers.evals_since_drop == 2 and v.numbers.drop_epochs == [10]
     assert "cool-down" in v.reasons[0] and "1 more epoch" in v.suggestion
 
 
@@ -227,7 +230,7 @@ def test_flat_tail_of_unfinished_cosine_is_stopped_early():
     v = verdict(records(train, train + 0.02, cosine(n)[:stop]), schedule="cosine",
                 total_epochs=n)
     assert v.label == "still improving"
-    assert v.numbers["unfinished"] and v.numbers["lr_frac"] > 0.2
+    assert v.numbers.unfinished and v.numbers.lr_frac > 0.2
     assert "stopped early" in v.reasons[0] and "resume" in v.suggestion
     # without total_epochs the lr still high (> 5 % of peak) tells the same
     assert verdict(records(train, train + 0.02, cosine(n)[:stop])).label == "still improving"
@@ -238,27 +241,56 @@ def test_negative_losses_plateau_and_floor():
     train = exp_curve(n) - 5.0  # floor −4.6: a naive best·(1 − rtol) would never see it flat
     v = verdict(records(train, train + 0.02, cosine(n)), total_epochs=n)
     assert v.label == "converged"
-    assert v.numbers["train_best"] < -4.5
-    lo, hi = v.numbers["floor_ci"]
+    assert v.numbers.train_best < -4.5
+    lo, hi = v.numbers.floor_ci
     assert lo <= -4.6 <= hi
+
+
+def _n_params(name):
+    from lightship.models import create_model
+
+    return sum(p.numel() for p in create_model(name, 10, 1, 28).parameters())
 
 
 def test_reference_with_much_lower_floor_is_underfitting():
     n = 30
     light = exp_curve(n, floor=0.17)
     heavy = exp_curve(n, a=2.0, floor=0.05, seed=3)
-    ref = records(heavy, heavy + 0.1, cosine(n))
-    v = verdict(records(light, light + 0.01, cosine(n)), reference=ref, total_epochs=n)
+    ref = records(heavy, heavy + 0.1, cosine(n), params=_n_params("resnet20"))
+    v = verdict(records(light, light + 0.01, cosine(n), params=_n_params("resnet8")),
+                reference=ref, total_epochs=n)
     assert v.label == "underfitting"
-    assert v.numbers["light_level"] == pytest.approx(0.17, abs=0.01)
-    assert v.numbers["reference_level"] == pytest.approx(0.05, abs=0.01)
-    assert "kd" in v.suggestion and "rocket" in v.suggestion
+    assert v.numbers.light_level == pytest.approx(0.17, abs=0.01)
+    assert v.numbers.reference_level == pytest.approx(0.05, abs=0.01)
+    assert "kd" in v.suggestion and "rocket" in v.suggestion and "heavier" in v.suggestion
     assert "underfitting by capacity" in v.reasons[0]
     # a reference only a little better: the light net is fine
     close = exp_curve(n, floor=0.16, seed=4)
     v = verdict(records(light, light + 0.01, cosine(n)), total_epochs=n,
                 reference=records(close, close, cosine(n)))
     assert v.label == "converged"
+
+
+def test_capacity_is_claimed_only_when_the_reference_has_more_parameters():
+    """plain20 vs resnet20: equal size (option-A shortcuts have no weights), so a lower floor
+    says the architecture fits better, not that the light net lacks capacity."""
+    n = 30
+    light = exp_curve(n, floor=0.17)
+    heavy = exp_curve(n, a=2.0, floor=0.05, seed=3)
+    plain, res = _n_params("plain20"), _n_params("resnet20")
+    assert plain == res
+    ref = records(heavy, heavy + 0.1, cosine(n), params=res)
+    v = verdict(records(light, light + 0.01, cosine(n), params=plain), reference=ref,
+                total_epochs=n)
+    assert v.label == "underfitting"
+    assert "capacity" not in v.reasons[0] and "heavier" not in v.suggestion
+    assert f"{res:,} vs {plain:,} parameters" in v.reasons[0]
+    assert "architecture" in v.reasons[0] and "architecture" in v.suggestion
+    assert (v.numbers.light_params, v.numbers.reference_params) == (plain, res)
+    # counts not recorded (older runs): no capacity claim either
+    v = verdict(records(light, light + 0.01, cosine(n)), reference=records(
+        heavy, heavy + 0.1, cosine(n)), total_epochs=n)
+    assert v.label == "underfitting" and "capacity is not judged" in v.reasons[0]
 
 
 def test_underfitting_without_reference_is_conservative():
@@ -279,8 +311,8 @@ def test_grad_norm_trend_is_reported():
     n = 20
     train = exp_curve(n)
     v = verdict(records(train, train + 0.02, cosine(n), grad_norm=np.linspace(2.0, 0.5, n)))
-    assert v.numbers["grad_norm_trend"] == "falling"
-    assert v.numbers["grad_norm_first"] > v.numbers["grad_norm_last"]
+    assert v.numbers.grad_norm_trend == "falling"
+    assert v.numbers.grad_norm_first > v.numbers.grad_norm_last
     assert any(r.startswith("grad-norm median") for r in v.reasons)
 
 
@@ -342,9 +374,9 @@ def test_clean_target_epochs_are_left_out_of_the_plateau_test():
     recs = records(train, train - 0.25, cosine(n))
     assert verdict(recs, total_epochs=n).label == "still improving"
     v = verdict(recs, total_epochs=n, mix_off_epochs=3)
-    assert v.label == "converged" and v.numbers["mix_off_from_epoch"] == 28
-    assert v.numbers["mix_off_train_change"] == pytest.approx(-0.3, abs=0.02)
-    assert v.numbers["floor"] == pytest.approx(0.9, abs=0.01)
+    assert v.label == "converged" and v.numbers.mix_off_from_epoch == 28
+    assert v.numbers.mix_off_train_change == pytest.approx(-0.3, abs=0.02)
+    assert v.numbers.floor == pytest.approx(0.9, abs=0.01)
 
 
 def test_resumed_runs_and_sparse_test_evaluations():
@@ -360,9 +392,9 @@ def test_resumed_runs_and_sparse_test_evaluations():
     at = recs.index(evals[5]) - STEPS_PER_EPOCH
     recs = recs[:at] + [stale, {"kind": "start", "step": at, "epoch": 5}] + recs[at:]
     v = verdict(recs, schedule="cosine", total_epochs=n)
-    assert v.label == "converged" and v.numbers["n_judged"] == n
-    assert v.numbers["gap"] == pytest.approx(0.02)
-    json.dumps(v.numbers)  # plain numbers, ready for a report file
+    assert v.label == "converged" and v.numbers.n_judged == n
+    assert v.numbers.gap == pytest.approx(0.02)
+    json.dumps(v.numbers.to_dict())  # plain numbers, ready for a report file
 
 
 def test_transfer_runs_are_judged_on_their_ce_term():
@@ -375,7 +407,7 @@ def test_transfer_runs_are_judged_on_their_ce_term():
                      "train_ce": ce, "test_loss": ce + 0.01, "lr": 0.1 * (11 - e) / 10,
                      "train_top1": 90.0, "test_top1": 90.0})
     v = judge(recs, schedule="cosine", total_epochs=10)
-    assert abs(v.numbers["gap"]) < 0.05, v.numbers  # CE vs test loss, not the combined objective
+    assert abs(v.numbers.gap) < 0.05, v.numbers  # CE vs test loss, not the combined objective
 
 
 def test_an_open_interval_bound_reads_as_unbounded_not_inf():

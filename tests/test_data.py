@@ -26,6 +26,7 @@ from lightship.data.arrays import Arrays, stratified_split
 from lightship.data.augment import apply_params, augment_batch, draw_params, norm_constants
 from lightship.data.mix import cutmix_box
 from lightship.errors import UserError
+from tests.conftest import write_npz
 
 RNG = np.random.default_rng(0)
 AUG = Augment(crop_padding=2, hflip=True, cutout=3)
@@ -115,16 +116,6 @@ def write_folder(root, size=8, mode="RGB", per_class=3, classes=("cat", "dog")):
                 Image.fromarray(arr, mode).save(path)
                 pixels[str(path)] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return pixels
-
-
-def write_npz(path, **over):
-    arrays = {"x_train": RNG.integers(0, 256, (30, 8, 8), dtype=np.uint8),
-              "y_train": np.arange(30) % 3,
-              "x_test": RNG.integers(0, 256, (9, 8, 8), dtype=np.uint8),
-              "y_test": np.arange(9) % 3}
-    arrays.update(over)
-    np.savez(path, **arrays)
-    return str(path)
 
 
 def indexed_data(n=40, classes=4, size=4) -> TensorData:

@@ -16,14 +16,6 @@ DATA = "synthetic:n=96,classes=3,size=8,channels=1"
 SMALL = ["--recipe", "baseline", "--epochs", "2", "--batch-size", "16", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("teacher")
-    assert main(["train", "--data", DATA, "--model", "resnet8", *SMALL, "--out", str(out),
-                 "--name", "t"]) == 0
-    return out / "t"
-
-
 @pytest.mark.parametrize("method", ["kd", "hint", "at", "dkd", "kd+at"])
 def test_distill_each_method_from_the_cli(method, teacher_run, tmp_path, capsys):
     before = load_file(teacher_run / "weights.safetensors")
@@ -46,7 +38,8 @@ def test_distill_each_method_from_the_cli(method, teacher_run, tmp_path, capsys)
 
 def test_teacher_is_frozen_and_gets_no_gradient(teacher_run, tmp_path):
     from lightship.data import load_dataset
-    from lightship.methods.distill import Distill, load_teacher
+    from lightship.methods.objective import TermObjective as Distill
+    from lightship.methods.teacher import load_teacher
     from lightship.models import create_model
 
     recipe = build_recipe("baseline", [f"data.name={DATA}", "method.name=kd+at",
@@ -65,8 +58,9 @@ def test_teacher_is_frozen_and_gets_no_gradient(teacher_run, tmp_path):
 
 def test_kd_loss_weights_alpha_on_kd(teacher_run):
     from lightship.data import load_dataset
-    from lightship.methods.distill import Distill, load_teacher
     from lightship.methods.kd import kd_loss
+    from lightship.methods.objective import TermObjective as Distill
+    from lightship.methods.teacher import load_teacher
     from lightship.models import create_model
 
     recipe = build_recipe("baseline", [f"data.name={DATA}", "method.name=kd", "method.alpha=0.7",
@@ -98,7 +92,8 @@ def test_teacher_bad_input(teacher_run, tmp_path):
 
 def test_cached_teacher_logits_run_the_teacher_once_per_image(teacher_run):
     from lightship.data import Augment, load_dataset
-    from lightship.methods.distill import Distill, load_teacher
+    from lightship.methods.objective import TermObjective as Distill
+    from lightship.methods.teacher import load_teacher
     from lightship.models import create_model
 
     recipe = build_recipe("baseline", [f"data.name={DATA}", "method.name=kd",

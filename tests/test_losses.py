@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lightship.methods.attention import at_loss, attention_map
 from lightship.methods.kd import dkd_loss, dkd_warmup, hint_loss, kd_loss
@@ -75,3 +76,42 @@ def test_gradients_reach_the_student_only_and_bf16_gives_float32():
     assert s.grad.abs().sum() > 0 and t.grad is None
     assert kd_loss(S.bfloat16(), T_.bfloat16()).dtype == torch.float32
     assert dkd_loss(S.bfloat16(), T_.bfloat16(), torch.tensor([0, 1]))[0].dtype == torch.float32
+
+
+
+def _dkd_reference(s, t, y, T):
+    """(TCKD, NCKD) in float64 and log space, the target column dropped outright for NCKD."""
+    s, t = s.double() / T, t.double() / T
+    b = len(y)
+    keep = ~F.one_hot(y, s.shape[1]).bool()
+
+    def binary(z):  # log [p(target), p(rest)]
+        lse = z.logsumexp(1)
+        rest = z[keep].view(b, -1).logsumexp(1)
+        return torch.stack([z[torch.arange(b), y] - lse, rest - lse], 1)
+
+    def kl(log_p, log_q):  # Σ_n KL(p ‖ q) / B, p the teacher's
+        return (log_p.exp() * (log_p - log_q)).sum() / b
+
+    rest_t, rest_s = t[keep].view(b, -1), s[keep].view(b, -1)
+    return (kl(binary(t), binary(s)) * T * T,
+            kl(rest_t.log_softmax(1), rest_s.log_softmax(1)) * T * T)
+
+
+@pytest.mark.parametrize("std", [1.0, 10.0, 40.0, 80.0])
+def test_dkd_stays_exact_when_the_softmax_saturates(std):
+    """Logit std 40-80 used to lose up to 5 %: 1 − p(target) cancelled to 0 in float32."""
+    g = torch.Generator().manual_seed(0)
+    s, t = (torch.randn(256, 100, generator=g) * std for _ in range(2))
+    y = t.argmax(1)
+    s32, s64 = s.clone().requires_grad_(True), s.double().requires_grad_(True)
+    total, parts = dkd_loss(s32, t, y, alpha=1.0, beta=8.0, T=4.0)
+    tckd, nckd = _dkd_reference(s64, t, y, 4.0)
+    ref = tckd + 8.0 * nckd
+    assert total.item() == pytest.approx(ref.item(), rel=1e-4)
+    assert parts["tckd"].item() == pytest.approx(tckd.item(), rel=1e-4)
+    assert parts["nckd"].item() == pytest.approx(nckd.item(), rel=1e-4)
+    total.backward()
+    ref.backward()
+    err = (s32.grad.double() - s64.grad).norm() / s64.grad.norm()
+    assert err < 1e-4

@@ -13,6 +13,7 @@ from lightship.cli import main
 from lightship.errors import UserError
 from lightship.methods.adversarial import Adversarial, critic_loss
 from lightship.methods.mutual import mutual_kl
+from lightship.methods.objective import TermObjective
 from lightship.methods.rocket import Rocket
 from lightship.models import create_model
 from lightship.recipe import build_recipe
@@ -23,13 +24,75 @@ SMALL = ["--recipe", "baseline", "--epochs", "2", "--batch-size", "16", "--lr", 
          "--no-progress"]
 
 
-def _pair(light="resnet8", booster="resnet14", share="bottom", share_bn=False, block=True):
+def _pair(light="resnet8", booster="resnet14", share="interval", share_bn=False, block=True):
     torch.manual_seed(0)
     lnet, bnet = create_model(light, 3, 1, 8), create_model(booster, 3, 1, 8)
     return lnet, bnet, Rocket(lnet, bnet, share, share_bn, 1.0, block)
 
 
-@pytest.mark.parametrize("share", ["bottom", "interval"])
+def _shared_tensors(light, booster):
+    """Names of the light net's parameters that are the booster's very tensors."""
+    theirs = {id(p) for p in booster.parameters()}
+    return {n for n, p in light.named_parameters() if id(p) in theirs}
+
+
+# The authors' layouts (Rocket-Launching, rocket_interval.py / rocket_bottom.py), in our names:
+# stem conv ↔ stem conv, light block j of group g ↔ booster block j of group g (conv0, conv1,
+# convdim = our conv1, conv2, shortcut); BN (bns0/bns1/bns) and head (fcs) stay the light net's.
+INTERVAL_16_1_40_1 = {
+    "stem.weight",
+    "layer1.0.conv1.weight", "layer1.0.conv2.weight", "layer1.1.conv1.weight",
+    "layer1.1.conv2.weight",
+    "layer2.0.conv1.weight", "layer2.0.conv2.weight", "layer2.0.shortcut.weight",
+    "layer2.1.conv1.weight", "layer2.1.conv2.weight",
+    "layer3.0.conv1.weight", "layer3.0.conv2.weight", "layer3.0.shortcut.weight",
+    "layer3.1.conv1.weight", "layer3.1.conv2.weight",
+}
+BOTTOM_40_1 = {
+    "stem.weight", "layer2.0.shortcut.weight",
+    *(f"layer{s}.{j}.conv{c}.weight" for s in (1, 2) for j in range(6) for c in (1, 2)),
+}
+
+
+@pytest.mark.parametrize("light,share,expected,own", [
+    ("wrn-16-1", "interval", INTERVAL_16_1_40_1, 1578),
+    ("wrn-40-1-s2", "bottom", BOTTOM_40_1, 1514),
+])
+def test_rocket_shares_exactly_the_authors_tensors(light, share, expected, own):
+    lnet, bnet = create_model(light, 10, 3, 32), create_model("wrn-40-1", 10, 3, 32)
+    Rocket(lnet, bnet, share, False, 0.03, True)
+    assert _shared_tensors(lnet, bnet) == expected
+    assert len(expected) == (15 if share == "interval" else 26)
+    # everything else is the light net's own: every norm, the final norm and the head
+    rest = {n for n, _ in lnet.named_parameters()} - expected
+    assert all(".norm" in n or n.startswith(("final.", "fc.")) for n in rest)
+    assert sum(p.numel() for n, p in lnet.named_parameters() if n in rest) == own
+    # and the light net still loads into its plain registry model
+    create_model(light, 10, 3, 32).load_state_dict(lnet.state_dict())
+
+
+@pytest.mark.parametrize("light,share,fragment", [
+    ("wrn-16-1", "bottom", "wrn-40-1-s2"),  # no authors' bottom layout for a 3-stage light net
+    ("wrn-40-1-s2", "interval", "share=bottom"),
+    ("wrn-16-1", "stem+stage1", None),
+    ("wrn-16-1", "none", None),
+])
+def test_rocket_layouts_a_light_net_does_not_fit_are_refused(light, share, fragment):
+    lnet, bnet = create_model(light, 10, 1, 8), create_model("wrn-40-1", 10, 1, 8)
+    if fragment:
+        with pytest.raises(UserError, match=fragment):
+            Rocket(lnet, bnet, share, False, 0.03, True)
+        return
+    Rocket(lnet, bnet, share, False, 0.03, True)
+    tied = _shared_tensors(lnet, bnet)
+    if share == "none":
+        assert tied == set()
+    else:
+        assert tied == {"stem.weight", *(f"layer1.{j}.conv{c}.weight" for j in (0, 1)
+                                          for c in (1, 2))}
+
+
+@pytest.mark.parametrize("share", ["interval", "stem+stage1"])
 def test_rocket_shares_module_objects_and_counts_parameters_once(share):
     light, booster, rocket = _pair(share=share)
     lonely = create_model("resnet8", 3, 1, 8)
@@ -37,12 +100,12 @@ def test_rocket_shares_module_objects_and_counts_parameters_once(share):
     for path in rocket.tied:
         assert light.get_submodule(path) is booster.get_submodule(path)
         assert isinstance(light.get_submodule(path), torch.nn.Conv2d)
-    if share == "bottom":
-        assert "stem.0" in rocket.tied and "layer1.0.conv1" in rocket.tied
-        assert light.stem[1] is not booster.stem[1]  # norm layers stay separate by default
+    assert "stem.0" in rocket.tied and "layer1.0.conv1" in rocket.tied
+    assert light.stem[1] is not booster.stem[1]  # norm layers stay separate by default
+    if share == "interval":
+        assert {"layer2.0.conv1", "layer3.0.conv2"} <= set(rocket.tied)
     else:
-        assert {"layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv2"} <= set(rocket.tied)
-        assert "stem.0" not in rocket.tied
+        assert not any(p.startswith(("layer2", "layer3")) for p in rocket.tied)
     shared = sum(light.get_submodule(p).weight.numel() for p in rocket.tied)
     pair = torch.nn.ModuleDict({"light": light, "booster": booster})
     n = sum(p.numel() for p in pair.parameters())
@@ -80,6 +143,110 @@ def test_gradient_block_keeps_the_hint_off_the_booster_own_layers(block):
 def test_rocket_refuses_nets_that_cannot_share(light, booster, fragment):
     with pytest.raises(UserError, match=fragment):
         _pair(light, booster)
+
+
+# ---- the objective against the authors' h(sample), transcribed from rocket_interval.py --------
+
+def _authors_h(ys, y, targets, gamma, batch_size, grad_block, y_t=None, T=4.0, alpha=0.9):
+    """rocket_interval.py h(sample): ys light logits, y booster logits, y_t the teacher's."""
+    if y_t is None:  # lines 402-416
+        y_course = y.detach() if grad_block else y
+        return (F.cross_entropy(y, targets) + F.cross_entropy(ys, targets)
+                + gamma * ((y_course - ys) * (y_course - ys)).sum() / batch_size)
+    # lines 377-393 with utils.rocket_distillation: F.kl_div's old default averaged over all
+    # B·C elements, then × T²·2·α
+    log_p, q = F.log_softmax(ys / T, dim=1), F.softmax(y_t / T, dim=1)
+    kd = F.kl_div(log_p, q, reduction="sum") / log_p.numel() * (T * T * 2.0 * alpha)
+    y_tech_temp = y.detach()
+    return (kd + F.cross_entropy(y, targets) + F.cross_entropy(ys, targets)
+            + gamma * ((y_tech_temp - ys) * (y_tech_temp - ys)).sum() / batch_size)
+
+
+class _Fixed(torch.nn.Module):
+    """A 'net' whose logits are a leaf tensor, so the objective's gradients can be read off."""
+
+    def __init__(self, z):
+        super().__init__()
+        self.z = torch.nn.Parameter(z.clone())
+
+    def forward(self, x):
+        return self.z
+
+
+Z_L = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], dtype=torch.float64)
+Z_B = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+Z_T = torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+Y = torch.tensor([0, 1])
+
+
+def _ours(method, sets, teacher=None):
+    """The objective's total and logit gradients for fixed light/booster(/teacher) logits."""
+    cfg = build_recipe("baseline", [f"method.name={method}", "method.booster=resnet14",
+                                    *sets]).method
+    light, booster = create_model("resnet8", 3, 1, 8), create_model("resnet14", 3, 1, 8)
+    obj = TermObjective(cfg, light, teacher, input_shape=(1, 8),
+                        build_partner=lambda name: booster)
+    rocket = obj.term("rocket").rocket
+    rocket.booster = _Fixed(Z_B)
+    zl = _Fixed(Z_L)
+    total, _, _ = obj.loss(zl, torch.zeros(2, 1, 8, 8), Y)
+    total.backward()
+    return total.item(), zl.z.grad, rocket.booster.z.grad
+
+
+@pytest.mark.parametrize("block", [True, False])
+def test_rocket_objective_and_gradients_equal_the_authors_h(block):
+    ours, g_l, g_b = _ours("rocket", [f"method.gradient_block={block}"])
+    ys, y = Z_L.clone().requires_grad_(True), Z_B.clone().requires_grad_(True)
+    theirs = _authors_h(ys, y, Y, gamma=0.03, batch_size=2, grad_block=block)
+    theirs.backward()
+    assert ours == pytest.approx(theirs.item(), rel=1e-6)
+    assert ours == pytest.approx(0.9912645252170359, rel=1e-6)  # by hand, float64
+    assert torch.allclose(g_l, ys.grad, atol=1e-6) and torch.allclose(g_b, y.grad, atol=1e-6)
+    hand_b = [[-0.1065069789192008, 0.05325348945960037, 0.05325348945960037],
+              [0.0776812017484818, -0.2888406008742409, 0.2111593991257591]] if block else [
+              [-0.0765069789192008, 0.05325348945960037, 0.05325348945960037],
+              [0.0776812017484818, -0.31884060087424093, 0.2411593991257591]]
+    assert torch.allclose(g_b, torch.tensor(hand_b, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(g_l, torch.tensor(
+        [[-0.24194155761708544, 0.10597077880854272, 0.10597077880854272],
+         [0.05325348945960037, -0.0765069789192008, 0.023253489459600374]],
+        dtype=torch.float64), atol=1e-6)
+
+
+def test_rocket_plus_kd_total_equals_the_authors():
+    """CE(light) keeps weight 1; the authors' α 0.9 on their KL (mean over B·C, ×2) is
+    α = 2·0.9/C on lightship's batch-mean KD."""
+    classes = Z_L.shape[1]
+    ours, g_l, g_b = _ours("rocket+kd", [f"method.alpha={2 * 0.9 / classes}",
+                                         "method.teacher.run=unused"], teacher=_Fixed(Z_T))
+    ys, y = Z_L.clone().requires_grad_(True), Z_B.clone().requires_grad_(True)
+    theirs = _authors_h(ys, y, Y, gamma=0.03, batch_size=2, grad_block=True, y_t=Z_T)
+    theirs.backward()
+    assert ours == pytest.approx(theirs.item(), rel=1e-6)
+    assert ours == pytest.approx(1.384155896580674, rel=1e-6)  # by hand, float64
+    assert torch.allclose(g_l, ys.grad, atol=1e-6) and torch.allclose(g_b, y.grad, atol=1e-6)
+
+
+def test_rocket_defaults_are_the_authors():
+    cfg = build_recipe("baseline", ["method.name=rocket", "method.booster=wrn-40-1"]).method
+    assert (cfg.rocket_lambda, cfg.share, cfg.gradient_block, cfg.share_bn) == (
+        0.03, "interval", True, False)
+
+
+def test_adversarial_has_one_critic_per_stage_by_default():
+    cfg = build_recipe("baseline", ["method.name=adversarial",
+                                    "method.teacher.run=unused"]).method
+    student, teacher = create_model("resnet8", 3, 1, 8), create_model("resnet20", 3, 1, 8)
+    obj = TermObjective(cfg, student, teacher, input_shape=(1, 8))
+    adv = obj.term("adversarial")
+    assert adv.pairs == [("layer1", "layer1"), ("layer2", "layer2"), ("layer3", "layer3")]
+    assert [c[0].in_channels for c in adv.adversarial.critics] == [16, 32, 64]
+    x = torch.randn(4, 1, 8, 8)
+    total, terms, _ = obj.loss(student, x, torch.tensor([0, 1, 2, 0]))
+    total.backward()
+    adv.adversarial.side_loss().backward()  # every critic learns on its own stage
+    assert all(c[0].weight.grad.abs().sum() > 0 for c in adv.adversarial.critics)
 
 
 def test_mutual_kl_matches_a_hand_computation():
@@ -126,14 +293,6 @@ def test_an_adversarial_step_changes_discriminator_and_student():
                                                           strict=True))
     clipped = [float(p.detach().abs().max()) for p in adv.critics.parameters()]
     assert max(clipped) <= 0.01 + 1e-7  # wgan weight clipping
-
-
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("teacher")
-    assert main(["train", "--data", DATA, "--model", "resnet8", *SMALL, "--out", str(out),
-                 "--name", "t"]) == 0
-    return out / "t"
 
 
 @pytest.mark.parametrize("method,extra,terms", [

@@ -14,8 +14,9 @@ import torch
 
 from lightship.cli import main
 from lightship.errors import UserError
-from lightship.train.checkpoint import load_state, read_weights
+from lightship.train.checkpoint import load_state
 from lightship.train.loop import train
+from lightship.weights import read_weights
 from tests.conftest import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1] / "lightship"

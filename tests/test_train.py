@@ -134,7 +134,7 @@ def test_precision_defaults_follow_the_measurements():
 
 
 def test_grad_clip_bounds_the_update(tmp_path):
-    from lightship.train.loop import build_model
+    from lightship.build import build_model
 
     common = ["optim.momentum=0", "optim.weight_decay=0", "optim.lr=0.5", "train.epochs=1",
               "schedule.warmup_epochs=0", "augment.mixup_alpha=0", "augment.mix_off_epochs=0"]
@@ -178,7 +178,7 @@ def test_fast_recipe_validates_and_trains_on_tiny_data(tmp_path):
 
 def test_tta_averages_softmax_over_the_image_and_four_translations():
     from lightship.data.augment import translations
-    from lightship.train.loop import evaluate
+    from lightship.evaluate import evaluate
     from lightship.train.precision import choose_precision
 
     x = torch.zeros(1, 1, 5, 5)

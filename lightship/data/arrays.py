@@ -91,6 +91,21 @@ def check_arrays(a: Arrays) -> Arrays:
     return a
 
 
+def keep_classes(a: Arrays, classes: list[int]) -> Arrays:
+    """Only the images of ``classes`` (original label indices), relabelled 0..k−1 in that order,
+    so one dataset gives a pretraining source and a disjoint fine-tuning target."""
+    k = len(a.classes)
+    bad = [c for c in classes if not 0 <= c < k]
+    if bad:
+        raise UserError(f"data.classes names class {bad[0]} but {a.source} has {k} classes "
+                        f"(0..{k - 1}); pick indices in that range")
+    lut = np.full(k, -1, dtype=np.int64)
+    lut[np.asarray(classes)] = np.arange(len(classes))
+    train, test = lut[a.y_train] >= 0, lut[a.y_test] >= 0
+    return Arrays(a.x_train[train], lut[a.y_train[train]], a.x_test[test], lut[a.y_test[test]],
+                  [a.classes[c] for c in classes], a.hflip_ok, a.name, a.source)
+
+
 def classes_from_labels(*ys: np.ndarray) -> list[str]:
     """Class names '0'..'K-1' where a format stores none (K = largest label + 1)."""
     k = max(int(y.max()) + 1 if y.size else 0 for y in ys)

@@ -10,6 +10,14 @@ shorter side of the training images when that is smaller (small images are never
 Loading scans every file cheaply (header + ``PIL.Image.verify``) so broken files are named before
 training starts; anything that still fails to decode later surfaces as a one-line UserError
 naming the file, never a worker traceback.
+
+Every Pillow mode reaches 8 bits by scaling, never by clipping (:func:`to_8bit`): 16-bit images
+(``I;16``, ``I;16B``, and ``I`` within 0..65535) are scaled from 0..65535, float images (``F``)
+from 0..1; values outside those ranges, or NaN, are refused with one line. Transparent pixels
+(``LA``, ``RGBA``, ``PA``, ``P`` or ``L``/``RGB`` with a transparent colour) are composited over
+black, so the colour a transparent pixel happens to store never shows. High-bit images whose
+values fill too little of their range to survive 8 bits (8-bit data saved in 16-bit files) are
+refused at load time.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lightship import interrupt
 from lightship.data.arrays import ChannelStats, subset_indices
 from lightship.data.augment import (
     AUGMENT_STREAM,
@@ -36,19 +45,18 @@ from lightship.data.augment import (
     normalise,
 )
 from lightship.data.info import DatasetInfo
-from lightship.data.tensor import BatchPlan, check_batch_size
+from lightship.data.tensor import BatchedData, check_batch_size
 from lightship.errors import UserError
+from lightship.errors import exception_line as _reason
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm", ".pbm"}
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+HIGH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # more than 8 bits a pixel
+ALPHA_MODES = {"LA", "PA", "RGBA", "RGBa"}
+MIN_LEVELS = 32  # high-bit images must keep at least this many of the 256 grey levels
 DEFAULT_IMAGE_SIZE = 64
 STATS_IMAGES = 500
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _unreadable(path: str, exc_or_reason: BaseException | str) -> UserError:
@@ -110,11 +118,37 @@ def _check_image(path: str) -> tuple[int, str]:
     return size, mode
 
 
+def to_8bit(im: Image.Image, path: str) -> Image.Image:
+    """An 8-bit image (``L``, ``RGB`` or ``im`` itself) with the same content: high-bit values
+    scaled to 0..255 (16-bit and ``I`` from 0..65535, float from 0..1; anything outside, or NaN,
+    is a UserError), transparent pixels composited over black. Pillow's own ``convert`` would
+    clip a 16-bit value of 4000 to 255 and show whatever colour a transparent pixel stores."""
+    if im.mode in HIGH_MODES:
+        arr = np.asarray(im, dtype=np.float64)
+        full = 1.0 if im.mode == "F" else 65535.0
+        kind = {"F": "float", "I": "32-bit integer"}.get(im.mode, "16-bit")
+        if not np.isfinite(arr).all():
+            raise UserError(f"image {path} holds NaN or infinite {kind} values; fix or remove "
+                            "the file")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > full:
+            raise UserError(f"image {path} holds {kind} values from {lo:g} to {hi:g}, outside "
+                            f"0..{full:g}, which lightship scales to 0..255; rescale the images "
+                            f"to 0..{full:g} (or save them as 8-bit images)")
+        return Image.fromarray(np.rint(arr * (255.0 / full)).astype(np.uint8), "L")
+    if im.mode in ALPHA_MODES or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+        rgb = np.rint(rgba[..., :3] * (rgba[..., 3:] / 255.0))  # over black
+        return Image.fromarray(rgb.astype(np.uint8), "RGB")
+    return im
+
+
 def load_image(path: str, size: int, mode: str) -> np.ndarray:
-    """Decode → ``mode`` → shorter side resized to ``size`` → centre crop; uint8 C×H×W."""
+    """Decode → 8 bits (:func:`to_8bit`) → ``mode`` → shorter side resized to ``size`` → centre
+    crop; uint8 C×H×W."""
     with Image.open(path) as im:
         im.draft(mode, (size, size))  # JPEG: let the decoder downscale by 2/4/8 (much faster)
-        im = im.convert(mode)
+        im = to_8bit(im, path).convert(mode)
         w, h = im.size
         if (w, h) != (size, size):
             scale = size / min(w, h)
@@ -128,10 +162,10 @@ def load_image(path: str, size: int, mode: str) -> np.ndarray:
 
 @dataclass
 class _Failed:
-    """A decode failure carried to the main process as data, not as a worker exception."""
+    """A decode failure carried to the main process as data, not as a worker exception: the
+    one-line message to raise there."""
 
-    path: str
-    reason: str
+    message: str
 
 
 class _ImageFiles(Dataset):
@@ -145,8 +179,10 @@ class _ImageFiles(Dataset):
         try:
             return torch.from_numpy(load_image(self.files[i], self.size, self.mode)), \
                 self.labels[i]
+        except UserError as exc:  # refused (a pixel range, say): the message says it all
+            return _Failed(str(exc))
         except Exception as exc:
-            return _Failed(self.files[i], _reason(exc))
+            return _Failed(str(_unreadable(self.files[i], exc)))
 
 
 def _collate(items: list) -> tuple[Tensor, Tensor] | _Failed:
@@ -157,7 +193,7 @@ def _collate(items: list) -> tuple[Tensor, Tensor] | _Failed:
             torch.tensor([y for _, y in items], dtype=torch.int64))
 
 
-class FolderData(BatchPlan):
+class FolderData(BatchedData):
     """An ImageFolder tree streamed through a DataLoader; same API and semantics as TensorData."""
 
     def __init__(self, root: Path, train_dir: Path, test_dir: Path, *, fraction: float = 1.0,
@@ -178,9 +214,14 @@ class FolderData(BatchPlan):
         if not test_files:
             raise UserError(f"{test_dir} has no images in class folders; put test images in "
                             f"{test_dir}/<class>/")
-        with ThreadPoolExecutor(max_workers=8) as pool:  # header reads are I/O bound
+        pool = ThreadPoolExecutor(max_workers=8)  # header reads are I/O bound
+        try:
             checked = list(pool.map(_check_image, files + test_files))
+        finally:  # on an error or Ctrl-C, drop the files not yet read (a big tree takes long)
+            pool.shutdown(wait=True, cancel_futures=True)
         mode = "L" if all(m in GRAY_MODES for _, m in checked) else "RGB"
+        high = {f for f, (_, m) in zip(files + test_files, checked, strict=True)
+                if m in HIGH_MODES}
         if image_size is None:
             median = int(np.median([s for s, _ in checked[:len(files)]]))
             image_size = max(4, min(DEFAULT_IMAGE_SIZE, median))
@@ -196,11 +237,22 @@ class FolderData(BatchPlan):
         # Mean/std from up to STATS_IMAGES training images spread evenly over the (sorted) list.
         stats = ChannelStats()
         pick = np.unique(np.linspace(0, len(files) - 1, min(STATS_IMAGES, len(files))).round())
+        brightest = -1  # over the high-bit images among them
         for i in pick.astype(int):
             try:
-                stats.add(load_image(files[i], image_size, mode))
+                image = load_image(files[i], image_size, mode)
+            except UserError:
+                raise
             except Exception as exc:
                 raise _unreadable(files[i], exc) from None
+            stats.add(image)
+            if files[i] in high:
+                brightest = max(brightest, int(image.max()))
+        if 0 <= brightest < MIN_LEVELS - 1:
+            raise UserError(f"the 16-bit (or float) images in {root} use only the darkest "
+                            f"{brightest + 1} of 256 grey levels once scaled from 0..65535 (float: "
+                            "0..1) to 0..255, as 8-bit data saved in 16-bit files does; save them "
+                            "as 8-bit images or stretch their values to the full range")
         mean, std = stats.result()
         self.info = DatasetInfo(
             name=root.name or "images", num_classes=len(classes), classes=tuple(classes),
@@ -232,21 +284,33 @@ class FolderData(BatchPlan):
             return
         loader = DataLoader(_ImageFiles(files, labels.tolist(), self.size, self.mode),
                             batch_sampler=batches, num_workers=self.workers,
-                            collate_fn=_collate, pin_memory=self.device.type == "cuda")
-        it = iter(loader)
-        while True:
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-            except Exception as exc:  # a worker died or the loader failed: one line, no trace
-                raise UserError(f"reading images from {self.root} failed ({_reason(exc)}); "
-                                "retry with workers=0 to see which file") from None
-            if isinstance(item, _Failed):
-                del it  # shuts the workers down before the error propagates
-                raise _unreadable(item.path, item.reason)
-            x, y = item
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                            collate_fn=_collate, pin_memory=self.device.type == "cuda",
+                            worker_init_fn=interrupt.ignore_in_worker if self.workers else None)
+        # Starting and stopping workers runs fork hooks and finalizers, where Python loses a
+        # KeyboardInterrupt ("Exception ignored in ..."), and a batch cut off in transit from a
+        # worker makes it print a traceback: Ctrl-C waits for those to end (a batch at most).
+        it = None
+        try:
+            with interrupt.deferred():
+                it = iter(loader)
+            while True:
+                try:
+                    with interrupt.deferred():
+                        item = next(it, None)
+                except Exception as exc:  # a worker died or the loader failed: one line
+                    interrupt.check()  # ... unless Ctrl-C stopped it
+                    raise UserError(f"reading images from {self.root} failed ({_reason(exc)}); "
+                                    "retry with workers=0 to see which file") from None
+                if item is None:
+                    break
+                if isinstance(item, _Failed):
+                    raise UserError(item.message)
+                x, y = item
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        finally:  # shut the workers down now (this may run as the generator's finalizer)
+            with interrupt.deferred(then_raise=False):
+                it = None
+        interrupt.check()  # reached when the stream ended normally, not when it was dropped
 
     def train_batches(self, batch_size: int, epoch: int, seed: int, augment: Augment, *,
                       start: int = 0, rank: int = 0, world: int = 1,
@@ -259,8 +323,9 @@ class FolderData(BatchPlan):
 
     def _train_iter(self, batches: list[list[int]], slots: list[int], epoch: int, seed: int,
                     augment: Augment, channels_last: bool) -> Iterator[tuple[Tensor, Tensor]]:
-        for slot, (x, y) in zip(slots, self._stream(self.train_files, self._y_train, batches),
-                                strict=False):
+        # The stream first, so it runs to its end (and stops its workers) inside the loop.
+        for (x, y), slot in zip(self._stream(self.train_files, self._y_train, batches), slots,
+                                strict=True):
             g = make_generator(seed, epoch, slot, AUGMENT_STREAM)
             yield augment_batch(x, augment, g, self._scale, self._shift, channels_last), y
 

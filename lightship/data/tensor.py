@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightship.data.arrays import Arrays, channel_stats, check_arrays, subset_indices
+from lightship.data.arrays import (
+    Arrays,
+    channel_stats,
+    check_arrays,
+    keep_classes,
+    subset_indices,
+)
 from lightship.data.augment import (
     AUGMENT_STREAM,
     ORDER_STREAM,
@@ -44,7 +50,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(n, generator=make_generator(seed, epoch, 0, ORDER_STREAM))
 
 
-class BatchPlan:
+class BatchedData:
     """Shared batching rules: batch-size checks, steps per epoch, rank shards, per-batch RNG."""
 
     info: DatasetInfo
@@ -76,7 +82,7 @@ class BatchPlan:
         return i * world + rank
 
 
-class TensorData(BatchPlan):
+class TensorData(BatchedData):
     """A dataset held in memory as uint8 tensors; :meth:`to` moves it to the device once.
 
     Batches are ``index_select`` gathers of a random permutation plus the batched augmentation of
@@ -84,8 +90,11 @@ class TensorData(BatchPlan):
     """
 
     def __init__(self, arrays: Arrays, *, fraction: float = 1.0, max_per_class: int | None = None,
-                 seed: int = 0, image_size: int | None = None) -> None:
+                 seed: int = 0, image_size: int | None = None,
+                 classes: list[int] | None = None) -> None:
         a = check_arrays(arrays)
+        if classes is not None:
+            a = check_arrays(keep_classes(a, classes))
         k = len(a.classes)
         keep = subset_indices(a.y_train, k, fraction, max_per_class, seed)
         x_train, y_train = (a.x_train, a.y_train) if keep is None else (a.x_train[keep],
@@ -149,12 +158,19 @@ class TensorData(BatchPlan):
         """Yield the whole test split in order, normalised, unaugmented (last batch may be
         short)."""
         check_batch_size(batch_size)
-        return self._test_iter(batch_size, channels_last)
+        return self._ordered(self.x_test, self.y_test, batch_size, channels_last)
 
-    def _test_iter(self, bs: int, channels_last: bool) -> Iterator[tuple[Tensor, Tensor]]:
-        for i in range(0, len(self.x_test), bs):
-            x = normalise(self.x_test[i:i + bs], self._scale, self._shift, channels_last)
-            yield x, self.y_test[i:i + bs]
+    def train_eval_batches(self, batch_size: int, *,
+                           channels_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield the whole training split in order, normalised, unaugmented, as test_batches
+        does for the test split (to measure how well the training images are fit)."""
+        check_batch_size(batch_size)
+        return self._ordered(self.x_train, self.y_train, batch_size, channels_last)
+
+    def _ordered(self, xs: Tensor, ys: Tensor, bs: int,
+                 channels_last: bool) -> Iterator[tuple[Tensor, Tensor]]:
+        for i in range(0, len(xs), bs):
+            yield normalise(xs[i:i + bs], self._scale, self._shift, channels_last), ys[i:i + bs]
 
 
 def _resize(x: np.ndarray, size: int) -> np.ndarray:

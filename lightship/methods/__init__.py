@@ -1,0 +1,1 @@
+"""Objectives: the interface the loop uses, the supervised CE, and the table of loss terms."""

@@ -17,10 +17,14 @@ Losses (``method.adv_loss``), with s = adapter(student features), t = teacher fe
 Student objective: CE(z, y) + ``adv_weight``·adversarial + ``adv_cos``·(1 − cos(s, t)) (the cosine
 term optional, per position over channels). The discriminators have their own optimizer (RMSprop
 for wgan as in the WGAN paper, Adam(β1=0.5) otherwise, LR ``adv_lr``); the loop steps it right
-after the student's step, on the same batch's detached features (alternating updates).
+after the student's step, on the same batch's detached features (alternating updates):
+:meth:`Adversarial.side_step`, which the loop reaches through the objective's ``side_step``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -100,3 +104,19 @@ class Adversarial:
                 for p in self.critics.parameters():
                     p.clamp_(-self.clip, self.clip)
         self._last = []
+
+    def side_step(self, autocast: Callable[[], Any],
+                  average_grads: Callable[[list[Any]], None] | None = None) -> Tensor:
+        """One update of the critics on the last batch's features; returns their loss.
+
+        ``average_grads`` averages the critics' gradients over ranks when they are not in a DDP
+        wrapper (partner methods under torchrun)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            loss = self.side_loss()
+        loss.backward()
+        if average_grads is not None:
+            average_grads([p for g in self.optimizer.param_groups for p in g["params"]])
+        self.optimizer.step()
+        self.after_side_step()
+        return loss.detach()

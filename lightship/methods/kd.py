@@ -10,13 +10,16 @@ hint of Rocket Launching (Zhou et al. 2018): MSE between pre-softmax logits.
     reduction "sum":  mean over the batch of Σ_k (s_k − t_k)²  (the per-example squared L2 of the
                       Rocket code; scales with the class count)
     reduction "mean": mean over batch and classes (``F.mse_loss`` default)
-    The objective adds ``hint_weight · hint`` (default 1).
+    The objective adds ``hint_weight · hint`` (default 0.01, ``method.hint_weight``).
 
 ``dkd_loss`` — Zhao et al. CVPR 2022, "Decoupled Knowledge Distillation":
     TCKD = T² · KL( [p_t, 1 − p_t] of teacher ‖ same of student )   (binary target/non-target)
     NCKD = T² · KL( softmax over non-target classes, teacher ‖ student )
     DKD  = α·TCKD + β·NCKD, paper defaults α = 1, β = 8, T = 4, the DKD weight ramped linearly
-    over the first 20 epochs (``dkd_warmup``).
+    over the first 20 epochs (``dkd_warmup``). The binary pair is computed in log space
+    (log p_t = z_t − LSE(z_t, LSE_{k≠t} z_k), the rest likewise): ``1 − p_t`` cancels to 0 in
+    float32 once the softmax saturates (logit std ~40 and up), and mdistiller's sum of the
+    non-target probabilities underflows to 0 there.
 All terms are computed in float32 whatever the autocast dtype.
 """
 
@@ -49,17 +52,21 @@ def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, alp
     """Decoupled KD: ``α·TCKD + β·NCKD`` and the two parts."""
     s, t = student_logits.float() / T, teacher_logits.float() / T
     gt = F.one_hot(target, s.shape[1]).bool()
-    p_s, p_t = F.softmax(s, dim=1), F.softmax(t, dim=1)
-    # binary distributions [p(target), p(rest)]
-    b_s = torch.stack([p_s[gt], 1 - p_s[gt]], dim=1).clamp_min(1e-12)
-    b_t = torch.stack([p_t[gt], 1 - p_t[gt]], dim=1).clamp_min(1e-12)
-    tckd = F.kl_div(b_s.log(), b_t, reduction="batchmean") * (T * T)
+    # binary distributions [p(target), p(rest)], as log-probabilities
+    tckd = F.kl_div(_log_target_rest(s, gt), _log_target_rest(t, gt), reduction="batchmean",
+                    log_target=True) * (T * T)
     # non-target distributions: mask the target logit out before the softmax
     big = 1000.0
     log_ns = F.log_softmax(s - big * gt, dim=1)
     log_nt = F.log_softmax(t - big * gt, dim=1)
     nckd = F.kl_div(log_ns, log_nt, reduction="batchmean", log_target=True) * (T * T)
     return alpha * tckd + beta * nckd, {"tckd": tckd, "nckd": nckd}
+
+
+def _log_target_rest(z: Tensor, gt: Tensor) -> Tensor:
+    """``log [p(target), p(rest)]`` of ``softmax(z)`` per row, without forming ``1 − p``."""
+    rest = z.masked_fill(gt, float("-inf")).logsumexp(dim=1)
+    return F.log_softmax(torch.stack([z[gt], rest], dim=1), dim=1)
 
 
 def dkd_warmup(epoch: int, warmup_epochs: int = 20) -> float:

@@ -14,10 +14,10 @@ toolkits use). T = ``method.dml_T`` (1 in the paper, where the KL uses plain sof
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightship.methods.kd import kd_loss
+from lightship.methods.supervised import smoothed_ce
 
 
 def mutual_kl(logits: list[Tensor], T: float) -> list[Tensor]:
@@ -41,7 +41,7 @@ class Mutual:
         """(student's mutual term, the peers' total loss, logged terms)."""
         z_peers = [p(x).float() for p in self.peers]
         kls = mutual_kl([z_student.float(), *z_peers], self.T)
-        peer_ce = [F.cross_entropy(z, target, label_smoothing=self.label_smoothing)
+        peer_ce = [smoothed_ce(z, target, self.label_smoothing)
                    for z in z_peers]
         peers_total = sum(ce + kl for ce, kl in zip(peer_ce, kls[1:], strict=True))
         logged = {"dml": kls[0].detach(),

@@ -66,13 +66,8 @@ class ExternalModel(nn.Module):
             path, old = [(n, m) for n, m in self.model.named_modules()
                          if isinstance(m, nn.Linear)][-1]
             new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-            _set_module(self.model, path, new.to(old.weight.device, old.weight.dtype))
+            self.model.set_submodule(path, new.to(old.weight.device, old.weight.dtype))
         self.num_classes = num_classes
-
-
-def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, attr = path.rpartition(".")
-    setattr(root.get_submodule(parent_path) if parent_path else root, attr, module)
 
 
 def _replace_first_conv(model: nn.Module, in_chans: int) -> None:
@@ -83,7 +78,7 @@ def _replace_first_conv(model: nn.Module, in_chans: int) -> None:
     # groups=1: no torchvision classifier starts with a grouped conv
     new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     conv.dilation, bias=conv.bias is not None, padding_mode=conv.padding_mode)
-    _set_module(model, path, new)
+    model.set_submodule(path, new)
 
 
 def create_timm(name: str, num_classes: int, in_chans: int, dropout: float) -> ExternalModel:

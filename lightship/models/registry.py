@@ -5,7 +5,8 @@ Name grammar (built-in names are case-insensitive):
 - ``resnet{D}`` / ``resnet{D}x{K}``: D = 6n+2 is a CIFAR ResNet (``x{K}`` multiplies channels,
   ``resnet32x4`` = 64/128/256); D in 10/18/34/50/101/152 is ImageNet-style (no ``x`` suffix).
 - ``plain{D}`` / ``plain{D}x{K}``: the same net without shortcuts (same as ``plain=True``).
-- ``wrn-{D}-{K}``: Wide ResNet, D = 6n+4, K = widening factor.
+- ``wrn-{D}-{K}``: Wide ResNet, D = 6n+4, K = widening factor; ``wrn-{D}-{K}-s{S}`` keeps only
+  its first S stages (``wrn-40-1-s2``: the light net of Rocket Launching's ``bottom`` layout).
 - ``mobilenet_v1`` / ``mobilenet_v2``, optionally ``_x{width}`` (``mobilenet_v2_x0.5``).
 - ``cnn`` / ``cnn{W}``: the small CNN with first-conv width W (``cnn`` = 16).
 - ``fastcnn`` / ``fastcnn{W}`` / ``fastcnn{W}-{N}``: the pool-then-normalise CNN built for time
@@ -53,6 +54,7 @@ _MODELS = [
     *(f"plain{d}" for d in (20, 32, 44, 56, 110)),
     *(f"resnet{d}" for d in (10, 18, 34, 50, 101)), "plain18", "plain34",
     "wrn-16-1", "wrn-16-2", "wrn-16-4", "wrn-28-10", "wrn-40-1", "wrn-40-2",
+    "wrn-40-1-s2",
     "mobilenet_v1", "mobilenet_v1_x0.5", "mobilenet_v2", "mobilenet_v2_x0.5",
     "cnn", "cnn4", "cnn8", "cnn32", "fastcnn", "fastcnn16-4", "fastcnn24-4",
 ]
@@ -81,10 +83,11 @@ def _parse(name: str) -> _Spec | None:
         if depth >= 8 and (depth - 2) % 6 == 0 and depth not in IMAGENET_DEPTHS and k >= 1:
             return _Spec("cifar_resnet", CifarResNet, {"depth": depth, "plain": plain}, k)
         return None
-    if m := re.fullmatch(r"wrn-(\d+)-(\d+)", name):
+    if m := re.fullmatch(r"wrn-(\d+)-(\d+)(?:-s([123]))?", name):
         depth, widen = int(m[1]), int(m[2])
         if depth >= 10 and (depth - 4) % 6 == 0 and widen >= 1:
-            return _Spec("wrn", WideResNet, {"depth": depth, "widen": widen})
+            return _Spec("wrn", WideResNet, {"depth": depth, "widen": widen,
+                                             "stages": int(m[3] or 3)})
         return None
     if m := re.fullmatch(r"mobilenet_v([12])(?:_x(\d+(?:\.\d+)?))?", name):
         width = float(m[2] or 1.0)

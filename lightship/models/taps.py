@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from lightship.errors import UserError, closest
@@ -57,3 +58,28 @@ class Taps:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+def default_pairs(student: nn.Module, teacher: nn.Module, term: str = "at"
+                  ) -> list[tuple[str, str]]:
+    """(student, teacher) stages named alike in both (layer1, layer2, ...); ``term`` names the
+    method (and its pairs option) in the error."""
+    names = [n for n in getattr(student, "stage_names", []) if n.startswith("layer")]
+    shared = [n for n in names if n in getattr(teacher, "stage_names", [])]
+    if not shared:
+        option = "adv_pairs" if term == "adversarial" else "at_pairs"
+        raise UserError(f"method `{term}` found no stages named alike in student and teacher; set "
+                        f"method.{option}=[[student_module, teacher_module], ...]")
+    return [(n, n) for n in shared]
+
+
+def feature_channels(net: nn.Module, names: list[str], in_chans: int, size: int,
+                     device: torch.device) -> list[int]:
+    """Channel counts of the named modules' outputs, from one dry forward of a blank batch."""
+    was_training = net.training
+    net.eval()
+    with Taps(net, names) as taps, torch.no_grad():
+        net(torch.zeros(2, in_chans, size, size, device=device))
+        channels = [taps.features[n].shape[1] for n in names]
+    net.train(was_training)
+    return channels

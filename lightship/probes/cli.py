@@ -11,6 +11,7 @@ import sys
 import time
 
 from lightship.errors import UserError
+from lightship.fileio import user_path
 
 
 def _names(text: str) -> list[str]:
@@ -47,7 +48,8 @@ def cmd_gradients(args: argparse.Namespace) -> int:
           f"(recalibrated on {args.calib} training images at init, stored stats for --weights)")
     print(format_table(results))
     if args.output:
-        plot(results, args.output, title=f"shattered gradients, {args.data}, seed {args.seed}")
+        plot(results, str(user_path(args.output)),
+             title=f"shattered gradients, {args.data}, seed {args.seed}")
         print(f"plot: {args.output}")
     return 0
 
@@ -58,8 +60,10 @@ def cmd_noise_scale(args: argparse.Namespace) -> int:
 
     flags = {"data": "data.name", "model": "model.name", "batch_size": "train.batch_size",
              "lr": "optim.lr", "seed": "train.seed"}
-    overrides = [f"{key}={getattr(args, attr)}" for attr, key in flags.items()
-                 if getattr(args, attr) is not None] + list(args.overrides)
+    overrides: list[str | tuple[str, object]] = [  # shortcuts keep their types (not YAML)
+        (key, getattr(args, attr)) for attr, key in flags.items()
+        if getattr(args, attr) is not None]
+    overrides += args.overrides
     recipe = build_recipe(args.recipe, overrides)
     noise, tip, ctx = probe_noise_scale(recipe, b_small=args.small_batch, b_big=args.big_batch,
                                         n_batches=args.batches, weights=args.weights, bn=args.bn,

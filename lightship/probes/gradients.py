@@ -188,7 +188,7 @@ def probe_models(data_spec: str, models: Sequence[str] = DEFAULT_MODELS, *, imag
         raise UserError(f"calib {calib} must be >= 1 (training images for BatchNorm statistics)")
     if not models and not weights:
         raise UserError("nothing to probe; give --models NAME... or --weights FILE")
-    dev = choose_device(device)
+    dev = choose_device(device, "--device")
     data = load_dataset(data_spec)
     info = data.info
     if images > info.n_test:
@@ -220,21 +220,12 @@ def probe_models(data_spec: str, models: Sequence[str] = DEFAULT_MODELS, *, imag
 def _trained(target: str, info) -> tuple[nn.Module, str]:
     from pathlib import Path
 
-    from lightship.evaluate import resolve_source
-    from lightship.models import create_model
-    from lightship.train.checkpoint import load_weights
+    from lightship.weights import check_fits, resolve_source
 
     src = resolve_source(Path(target), role="--weights")
-    options = dict(src.options)
-    name = options.pop("name")
-    if src.meta.get("num_classes") not in (None, info.num_classes) or \
-            src.meta.get("in_chans") not in (None, info.in_chans):
-        raise UserError(f"{target} was trained on {src.meta.get('data')} "
-                        f"({src.meta.get('num_classes')} classes, {src.meta.get('in_chans')} "
-                        "channels); probe it with --data set to that dataset")
-    model = create_model(name, info.num_classes, info.in_chans, info.input_size, **options)
-    load_weights(model, src.weights)
-    return model, f"{name} ({Path(target).name})"
+    check_fits(src.meta, info, "probe", who=target)
+    model = src.build(info.num_classes, info.in_chans, info.input_size)
+    return model, f"{src.name} ({Path(target).name})"
 
 
 def depth_of(name: str) -> str:

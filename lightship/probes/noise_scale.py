@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightship.errors import UserError
@@ -178,23 +177,21 @@ def probe_noise_scale(recipe, *, b_small: int = 8, b_big: int = 256, n_batches: 
     Seeds: ``recipe.train.seed`` sets the initial weights and the batch order/augmentation.
     Returns (estimates, suggestion or None, context for printing).
     """
-    from lightship.data import Augment, load_dataset
+    from lightship.build import build_augment, build_model
+    from lightship.data import Augment, load_data
+    from lightship.methods.supervised import smoothed_ce
     from lightship.probes.gradients import calibrate_bn
-    from lightship.train.checkpoint import load_weights
-    from lightship.train.loop import build_model, resolve_augment
     from lightship.train.precision import choose_device
 
     if bn not in ("eval", "train"):
         raise UserError(f"--bn {bn!r} must be eval or train")
     check_batch_sizes(b_small, b_big, n_batches)
-    dev = choose_device(device)
+    dev = choose_device(device, "--device")
     d = recipe.data
-    data = load_dataset(d.name, fraction=d.fraction, max_per_class=d.max_per_class, seed=d.seed,
-                        image_size=d.image_size, workers=d.workers)
+    data = load_data(d)
     info = data.info
     check_batch_sizes(b_small, b_big, n_batches, info.n_train)
-    if hasattr(data, "to"):
-        data.to(dev)
+    data.to(dev)
     seed = recipe.train.seed
     torch.manual_seed(seed)
     model = build_model(recipe, info.num_classes, info.in_chans, info.input_size).to(dev)
@@ -202,7 +199,7 @@ def probe_noise_scale(recipe, *, b_small: int = 8, b_big: int = 256, n_batches: 
     if weights:
         from pathlib import Path
 
-        from lightship.evaluate import resolve_source
+        from lightship.weights import load_weights, resolve_source
 
         load_weights(model, resolve_source(Path(weights), role="--weights").weights)
         where = f"weights {weights}"
@@ -216,11 +213,11 @@ def probe_noise_scale(recipe, *, b_small: int = 8, b_big: int = 256, n_batches: 
         model.train()
         for m in bns:
             m.momentum = 0.0  # batch statistics in the forward pass, running stats untouched
-    augment = resolve_augment(recipe, info.input_size, info.hflip_ok)
+    augment = build_augment(recipe, info)
     smoothing = recipe.train.label_smoothing
 
     def loss_fn(logits: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+        return smoothed_ce(logits, y, smoothing)
 
     noise = measure_noise_scale(model, data_batches(data, seed, augment), loss_fn, b_small,
                                 b_big, n_batches)

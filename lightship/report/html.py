@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 
 from lightship.errors import UserError
+from lightship.methods.terms import report_order
+from lightship.runs import RunRecords
 
-# Step-record keys that are not loss terms; every other number in a step record is a named term.
-STEP_KEYS = ("kind", "step", "epoch", "loss", "lr", "grad_norm", "ips")
-TERM_ORDER = ("ce", "kd", "hint", "at", "dkd", "dml", "rocket", "adversarial")
 LABEL_COLORS = {"converged": "#1a7f37", "still improving": "#0969da", "diverged": "#cf222e",
                 "underfitting": "#bc4c00", "overfitting": "#8250df",
                 "too short to judge": "#6e7781"}
@@ -75,13 +74,13 @@ class RunData:
         return s / spe if spe else s
 
     def terms(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for r in self.steps:
-            for k, v in r.items():
-                if k not in STEP_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    seen.setdefault(k, None)
-        return sorted(seen, key=lambda k: (TERM_ORDER.index(k) if k in TERM_ORDER
-                                           else len(TERM_ORDER), k))
+        return in_report_order(RunRecords(self.steps).terms())
+
+
+def in_report_order(names: Any) -> list[str]:
+    """Term names in the order of the term table (CE first), unknown names after, by name."""
+    order = report_order()
+    return sorted(names, key=lambda k: (order.index(k) if k in order else len(order), k))
 
 
 def _num(x: Any) -> float:
@@ -90,29 +89,17 @@ def _num(x: Any) -> float:
 
 def load_run(run_dir: str | Path, reference: list[dict] | None = None) -> RunData:
     """Read a run folder; a clear :class:`UserError` when it is not one or has no evaluation."""
-    from lightship.diagnose import load_records
+    from lightship.diagnose import judge_run
     from lightship.recipe import load_saved_recipe
-    from lightship.runs import RunPaths
-    from lightship.train.loop import run_verdict
+    from lightship.runs import RunPaths, read_records
 
     paths = RunPaths(Path(run_dir))
-    records = load_records(paths.root)  # not a folder / not a run / missing or empty metrics
-    by_epoch: dict[int, dict] = {}
-    by_step: dict[int, dict] = {}
-    starts = []
-    for r in records:
-        kind = r.get("kind")
-        if kind == "eval" and isinstance(r.get("epoch"), (int, float)):
-            by_epoch[int(r["epoch"])] = r
-        elif kind == "step" and isinstance(r.get("step"), (int, float)):
-            by_step[int(r["step"])] = r
-        elif kind == "start":
-            starts.append(r)
-    if not by_epoch:
+    parsed = read_records(paths.root)  # not a folder / not a run / missing or empty metrics
+    records, evals, starts = parsed.records, parsed.evals, parsed.starts
+    if not evals:
         raise UserError(f"{paths.metrics} has no evaluation record yet (empty or truncated: the "
                         "run has not finished an epoch); report it after its first epoch")
     recipe = load_saved_recipe(paths.recipe)
-    evals = [by_epoch[e] for e in sorted(by_epoch)]
     every, total = int(recipe.train.eval_every), int(recipe.train.epochs)
     eval_epochs = {int(r["epoch"]) for r in evals
                    if (int(r["epoch"]) % every == 0 or int(r["epoch"]) >= total)
@@ -125,8 +112,8 @@ def load_run(run_dir: str | Path, reference: list[dict] | None = None) -> RunDat
             summary = None  # the report needs only the metrics; a torn summary is not fatal
     return RunData(name=paths.root.name, root=paths.root, recipe=recipe, records=records,
                    start=starts[0] if starts else {}, evals=evals,
-                   steps=[by_step[s] for s in sorted(by_step)],
-                   verdict=run_verdict(paths, recipe, reference=reference), summary=summary,
+                   steps=parsed.steps,
+                   verdict=judge_run(paths.root, recipe, parsed, reference), summary=summary,
                    resumes=sum(1 for s in starts if s.get("resumed")), eval_epochs=eval_epochs)
 
 
@@ -192,9 +179,7 @@ def plot_curves(runs: Sequence[RunData]) -> str:
 
 def term_names(runs: Sequence[RunData]) -> list[str]:
     """``loss`` (the total objective) then every named term any run logged, in method order."""
-    return ["loss"] + sorted({t for r in runs for t in r.terms()},
-                             key=lambda k: (TERM_ORDER.index(k) if k in TERM_ORDER
-                                            else len(TERM_ORDER), k))
+    return ["loss"] + in_report_order({t for r in runs for t in r.terms()})
 
 
 def plot_terms(runs: Sequence[RunData]) -> str:
@@ -269,7 +254,7 @@ def plot_floors(runs: Sequence[RunData], ref: RunData) -> str:
         label = f"{run.name} (reference)" if is_ref else run.name
         _finite_plot(ax, *run.series(_train_key(run)), color=color, label=f"{label} train",
                      linestyle="-." if is_ref else "-")
-        floor, ci = run.verdict.numbers.get("floor"), run.verdict.numbers.get("floor_ci")
+        floor, ci = run.verdict.numbers.floor, run.verdict.numbers.floor_ci
         if floor is not None and math.isfinite(floor):
             ax.axhline(floor, color=color, linestyle="--", linewidth=1,
                        label=f"{label} floor {floor:.3g}")
@@ -297,10 +282,10 @@ def _fmt(x: Any, spec: str = ".4g", unit: str = "") -> str:
 
 def _floor_text(v) -> str:
     n = v.numbers
-    if n.get("floor") is not None:
-        lo, hi = n.get("floor_ci") or (math.nan, math.nan)
-        return f"{_fmt(n['floor'])} [{_fmt(lo)}, {_fmt(hi)}]"
-    if "fits" in n:
+    if n.floor is not None:
+        lo, hi = n.floor_ci or (math.nan, math.nan)
+        return f"{_fmt(n.floor)} [{_fmt(lo)}, {_fmt(hi)}]"
+    if n.fits is not None:
         return "— (not bent yet)"
     return "— (< 5 evals)"
 
@@ -393,7 +378,7 @@ def floor_rows(runs: Sequence[RunData], ref: RunData) -> list[dict[str, str]]:
         n = run.verdict.numbers
         train = run.series(_train_key(run))[1]
         best = float(np.nanmin(train)) if np.isfinite(train).any() else math.nan
-        level = n.get("light_level", best)
+        level = n.light_level if n.light_level is not None else best
         ratio = level / ref_best if ref_best and math.isfinite(ref_best) and ref_best > 0 else None
         rows.append({"run": run.name, "model": str(run.recipe.model.name),
                      "best train loss": _fmt(best), "floor [95 % CI]": _floor_text(run.verdict),
@@ -477,7 +462,7 @@ def write_report(run_dirs: Sequence[str | Path], output: str | Path,
                  reference: str | Path | None = None) -> Path:
     """Render the report of ``run_dirs`` (optionally against a heavier ``reference`` run) into
     the HTML file ``output`` and return its path."""
-    from lightship.train.checkpoint import atomic_write
+    from lightship.fileio import atomic_write_text
 
     if not run_dirs:
         raise UserError("give at least one run folder to report on")
@@ -493,7 +478,7 @@ def write_report(run_dirs: Sequence[str | Path], output: str | Path,
             run.name = f"{run.root.parent.name}/{run.root.name}"
     page = render_html(runs, ref)
     try:
-        atomic_write(output, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+        atomic_write_text(output, page)
     except OSError as exc:
         raise UserError(f"cannot write {output} ({exc.strerror}); choose another -o") from None
     return output

@@ -30,11 +30,11 @@ def write_scalars(run_dir: str | Path, log_dir: str | Path | None = None) -> Pat
     """Write the run's metrics as TensorBoard scalars into ``log_dir`` (default
     ``RUN_DIR/tensorboard``) and return it. Re-running replaces the event files it wrote before,
     so the scalars never appear twice."""
-    from lightship.diagnose import load_records
+    from lightship.runs import read_records
 
     SummaryWriter = _summary_writer()
     run_dir = Path(run_dir)
-    records = load_records(run_dir)  # clear messages for folders that are not runs
+    records = read_records(run_dir)  # clear messages for folders that are not runs
     log_dir = Path(log_dir) if log_dir is not None else run_dir / "tensorboard"
     if log_dir.exists() and not log_dir.is_dir():
         raise UserError(f"{log_dir} is a file; give a folder for the TensorBoard logs")
@@ -43,19 +43,12 @@ def write_scalars(run_dir: str | Path, log_dir: str | Path | None = None) -> Pat
                         f"(mkdir -p {log_dir.parent}) or choose another log folder")
     for old in log_dir.glob(f"events.out.tfevents.*{SUFFIX}"):
         old.unlink()
-    steps: dict[int, dict] = {}
-    evals: dict[int, dict] = {}
-    for r in records:  # the last record of a step/epoch wins (a resumed run)
-        if r.get("kind") == "step" and isinstance(r.get("step"), (int, float)):
-            steps[int(r["step"])] = r
-        elif r.get("kind") == "eval" and isinstance(r.get("epoch"), (int, float)):
-            evals[int(r["epoch"])] = r
     writer = SummaryWriter(log_dir=str(log_dir), filename_suffix=SUFFIX)
-    try:
-        for step in sorted(steps):
-            _add(writer, "train", steps[step], step)
-        for epoch in sorted(evals):
-            rec = evals[epoch]
+    try:  # one record per step and per epoch, the last one winning (a resumed run)
+        for rec in records.steps:
+            _add(writer, "train", rec, int(rec["step"]))
+        for rec in records.evals:
+            epoch = int(rec["epoch"])
             _add(writer, "eval", {**rec, "epoch_index": epoch}, int(rec.get("step", epoch)))
     finally:
         writer.close()

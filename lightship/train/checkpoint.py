@@ -1,148 +1,31 @@
-"""Checkpoints: weights as safetensors, the rest as a small tensor-only state file.
+"""Checkpoints: the training state of a run (:class:`TrainState`) saved and restored exactly.
 
-Writes are atomic (temporary file, fsync, rename), so a run killed at any moment keeps a loadable
-last checkpoint. Nothing is ever unpickled: weights load through safetensors, the state file through
+A checkpoint is ``checkpoints/step-N.safetensors`` (student weights with their metadata, see
+:mod:`lightship.weights`), optional ``.ema`` and ``.partners`` weights, and ``step-N.state.pt``
+(optimizer, scheduler, scaler, RNG, counters), committed by rewriting ``last.json``. Writes are
+atomic (:mod:`lightship.fileio`), so a run killed at any moment keeps a loadable last checkpoint.
+Nothing is ever unpickled: weights load through safetensors, the state file through
 ``torch.load(weights_only=True)``, which refuses arbitrary objects.
 """
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import re
-import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lightship.errors import UserError
-
-TMP_MARK = ".tmp-"  # temporary files are ``.<name>.tmp-<pid>`` next to their target
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
-
-
-def remove_stale_temps(folder: Path) -> None:
-    """Delete temporary files that a killed writer left in ``folder`` (its pid is gone)."""
-    try:
-        entries = list(folder.glob(f".*{TMP_MARK}*"))
-    except OSError:
-        return
-    for tmp in entries:
-        pid = tmp.name.rpartition(TMP_MARK)[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then fsync and rename onto ``path``, and fsync the folder.
-
-    The temporary file lives in the same folder (so the rename is atomic) and is named
-    ``.<name>.tmp-<pid>``; ones left by a killed process are removed on the next write there.
-    A reader sees the old file or the new one, never a torn one, even after a power cut.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path.parent)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        try:
-            write(tmp)
-        except OSError as exc:  # name the file the user knows, not the temporary one
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        except SafetensorError as exc:
-            code = errno.ENOSPC if "No space" in str(exc) else errno.EIO
-            raise OSError(code, str(exc), str(path)) from exc
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def save_weights(path: Path, module: nn.Module, metadata: dict[str, Any] | None = None) -> None:
-    """Save a module's state_dict as safetensors (metadata values JSON-encoded)."""
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
-
-
-def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a safetensors file: (tensors, decoded metadata). Corrupt files are a UserError."""
-    if not path.exists():
-        raise UserError(f"weights file {path} does not exist; check the path")
-    try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as fh:
-            raw = fh.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path} is not a readable safetensors file ({reason}); "
-                        "point to a weights file written by lightship or safetensors") from None
-    meta = {}
-    for key, value in raw.items():
-        try:
-            meta[key] = json.loads(value)
-        except json.JSONDecodeError:
-            meta[key] = value
-    return tensors, meta
-
-
-def load_weights(module: nn.Module, path: Path) -> dict[str, Any]:
-    """Load safetensors weights into ``module``; a mismatch names the architecture problem."""
-    tensors, meta = read_weights(path)
-    own = module.state_dict()
-    missing = [k for k in own if k not in tensors]
-    unexpected = [k for k in tensors if k not in own]
-    wrong = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        arch = meta.get("model", "another architecture")
-        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected, "
-                  f"{len(wrong)} wrong-shape tensors")
-        raise UserError(f"{path} holds weights of {arch} ({detail}); load it with the model it "
-                        "was trained with")
-    module.load_state_dict(tensors)
-    return meta
+from lightship.fileio import atomic_write, atomic_write_json
+from lightship.runs import RunPaths
+from lightship.weights import load_plain, load_weights, save_weights
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def _load_reason(exc: Exception) -> str:
-    """The telling part of a torch.load failure (weights_only errors start with boilerplate)."""
-    text = str(exc)
-    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
-    if found:
-        return found.group(1).split(" was not an allowed global")[0].strip()[:120]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if lines and lines[0].startswith("Weights only load failed"):
-        lines = [ln for ln in lines[1:] if not ln.startswith("Check the documentation")]
-        if lines:
-            return lines[0].split(" whose module")[0][:120]
-        return "it names objects other than plain tensors"
-    first = lines[0][:120] if lines else ""
-    return f"{type(exc).__name__}: {first}" if len(first) < 30 else first
 
 
 def load_state(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -153,16 +36,96 @@ def load_state(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
     """
     if not path.exists():
         raise UserError(f"checkpoint state {path} is missing; the run has no checkpoint to resume")
-    try:
-        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error says it all
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torn and foreign files fail in many exception types
-        raise UserError(f"refusing to load {path}: not a lightship state file "
-                        f"({_load_reason(exc)}); checkpoints are only read as plain tensors, "
-                        "never as code") from None
+    state = load_plain(path, "not a lightship state file",
+                       "checkpoints are only read as plain tensors, never as code")
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if not isinstance(state, dict) or missing:
         raise UserError(f"refusing to load {path}: not a lightship state file (no "
                         f"{', '.join(missing) or 'dict'}); resume a run written by lightship")
     return state
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint keeps: the stepped modules, their optimizers, and the counters.
+
+    ``partners`` are the modules the objective trains besides the student (booster, peers,
+    adapters, critics); ``side`` is the optimizer of partners with their own (discriminators).
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: nn.Module | None = None
+    scaler: Any = None
+    partners: dict[str, nn.Module] = field(default_factory=dict)
+    side: torch.optim.Optimizer | None = None
+    epoch: int = 0
+    step: int = 0
+    elapsed: float = 0.0
+    best_top1: float = -1.0
+    best_epoch: int = -1
+    last_eval: dict[str, float] = field(default_factory=dict)
+
+    def note_eval(self, result: dict[str, float]) -> None:
+        """Remember an evaluation of the current epoch and the best test top-1 so far."""
+        self.last_eval = result
+        if result["test_top1"] > self.best_top1:
+            self.best_top1, self.best_epoch = result["test_top1"], self.epoch
+
+
+def save_checkpoint(paths: RunPaths, state: TrainState, metadata: dict[str, Any]) -> None:
+    """Write step-N weights and state, then point last.json at them (the atomic commit)."""
+    tag = f"step-{state.step:08d}"
+    save_weights(paths.checkpoints / f"{tag}.safetensors", state.model, metadata)
+    if state.ema is not None:
+        save_weights(paths.checkpoints / f"{tag}.ema.safetensors", state.ema)
+    if state.partners:
+        save_weights(paths.checkpoints / f"{tag}.partners.safetensors",
+                     nn.ModuleDict(state.partners))
+    save_state(paths.checkpoints / f"{tag}.state.pt", {
+        "epoch": state.epoch,
+        "step": state.step,
+        "elapsed": state.elapsed,
+        "best_top1": state.best_top1,
+        "best_epoch": state.best_epoch,
+        "last_eval": dict(state.last_eval),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict() if state.scaler is not None else {},
+        "side_optimizer": state.side.state_dict() if state.side is not None else {},
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    })
+    atomic_write_json(paths.last, {"tag": tag, "step": state.step, "epoch": state.epoch},
+                      indent=None)
+    for old in paths.checkpoints.glob("step-*"):
+        if not old.name.startswith(tag + "."):
+            old.unlink(missing_ok=True)
+
+
+def restore_checkpoint(paths: RunPaths, state: TrainState) -> None:
+    """Load the last checkpoint of ``paths`` into ``state`` (modules, optimizers, RNG, counters)."""
+    if not paths.last.exists():
+        raise UserError(f"{paths.root} has no checkpoint yet (checkpoints/last.json); start it "
+                        "again with --overwrite")
+    tag = json.loads(paths.last.read_text())["tag"]
+    load_weights(state.model, paths.checkpoints / f"{tag}.safetensors")
+    if state.ema is not None:
+        load_weights(state.ema, paths.checkpoints / f"{tag}.ema.safetensors")
+    if state.partners:
+        load_weights(nn.ModuleDict(state.partners),
+                     paths.checkpoints / f"{tag}.partners.safetensors")
+    saved = load_state(paths.checkpoints / f"{tag}.state.pt")
+    state.optimizer.load_state_dict(saved["optimizer"])
+    if state.side is not None and saved.get("side_optimizer"):
+        state.side.load_state_dict(saved["side_optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    if state.scaler is not None and saved["scaler"]:
+        state.scaler.load_state_dict(saved["scaler"])
+    torch.set_rng_state(saved["torch_rng"])
+    if saved["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    state.epoch, state.step, state.elapsed = saved["epoch"], saved["step"], saved["elapsed"]
+    state.best_top1, state.best_epoch = saved["best_top1"], saved["best_epoch"]
+    state.last_eval = saved["last_eval"]

@@ -28,12 +28,30 @@ def scaled_lr(cfg: OptimCfg, batch_size: int) -> float:
     return cfg.lr * batch_size / cfg.reference_batch if cfg.lr_scaling else cfg.lr
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_bias_decay: bool) -> list[dict]:
-    """Split parameters into decayed and not-decayed groups.
+def param_groups(model: nn.Module, weight_decay: float, no_bias_decay: bool,
+                 lr_mult: dict[int, float] | None = None) -> list[dict]:
+    """Split parameters into decayed and not-decayed groups, each split again by LR multiplier.
 
     With ``no_bias_decay`` (Bag of Tricks §3.1), biases and every parameter of a norm layer get
-    weight_decay 0; convolution and linear weights keep it. Shared parameters appear once.
+    weight_decay 0; convolution and linear weights keep it. Shared parameters appear once; frozen
+    ones (``requires_grad=False``) not at all. ``lr_mult`` maps ``id(param)`` to a multiplier
+    (fine-tuning's backbone/head LRs, :func:`lightship.finetune.lr_multipliers`; others 1); groups
+    at multiplier 1 come first, so the first group's LR is the logged base LR.
     """
+    groups = _decay_groups(model, weight_decay, no_bias_decay)
+    if lr_mult is None:
+        return groups
+    out = []
+    for group in groups:
+        by_mult: dict[float, list] = {}
+        for p in group["params"]:
+            by_mult.setdefault(lr_mult.get(id(p), 1.0), []).append(p)
+        out += [{**group, "params": ps, "lr_mult": m, "name": f"{group['name']}@lr×{m:g}"}
+                for m, ps in by_mult.items()]
+    return sorted(out, key=lambda g: g["lr_mult"] != 1.0)
+
+
+def _decay_groups(model: nn.Module, weight_decay: float, no_bias_decay: bool) -> list[dict]:
     if not no_bias_decay:
         params = [p for p in model.parameters() if p.requires_grad]
         return [{"params": params, "weight_decay": weight_decay, "name": "all"}]
@@ -53,10 +71,15 @@ def param_groups(model: nn.Module, weight_decay: float, no_bias_decay: bool) -> 
     ]
 
 
-def make_optimizer(model: nn.Module, cfg: OptimCfg, batch_size: int) -> torch.optim.Optimizer:
-    """torch SGD (momentum, Nesterov) or AdamW over the recipe's parameter groups."""
-    groups = param_groups(model, cfg.weight_decay, cfg.no_bias_decay)
+def make_optimizer(model: nn.Module, cfg: OptimCfg, batch_size: int,
+                   lr_mult: dict[int, float] | None = None) -> torch.optim.Optimizer:
+    """torch SGD (momentum, Nesterov) or AdamW over the recipe's parameter groups (each group's
+    LR is the peak LR times its ``lr_mult``; schedules scale every group alike)."""
+    groups = param_groups(model, cfg.weight_decay, cfg.no_bias_decay, lr_mult)
     lr = scaled_lr(cfg, batch_size)
+    for group in groups:
+        if "lr_mult" in group:
+            group["lr"] = lr * group["lr_mult"]
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0)

@@ -41,16 +41,35 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def choose_device(spec: str) -> torch.device:
+#: Device types lightship can train and evaluate on, and how to tell whether one is here.
+DEVICE_TYPES = {
+    "cpu": lambda: True,
+    "cuda": lambda: torch.cuda.is_available(),
+    "mps": lambda: torch.backends.mps.is_available(),
+    "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+}
+
+
+def choose_device(spec: str, key: str = "train.device") -> torch.device:
+    """The device ``spec`` names, checked before anything is built or written: one that torch
+    does not know, one lightship cannot compute on (``meta``) or one this machine lacks is a
+    UserError naming ``key``."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"train.device '{spec}' is not a device; use auto, cpu, cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device '{spec}' asked for CUDA but no GPU is visible; use "
-                        "train.device=cpu or auto")
+    except (RuntimeError, ValueError):
+        raise UserError(f"{key} '{spec}' is not a device; use auto, cpu, cuda") from None
+    if device.type not in DEVICE_TYPES:
+        raise UserError(f"{key} '{spec}': lightship cannot train or evaluate on {device.type} "
+                        "devices; use auto, cpu, cuda (or mps, xpu where present)")
+    if not DEVICE_TYPES[device.type]():
+        raise UserError(f"{key} '{spec}' asked for {device.type.upper()} but none is visible on "
+                        "this machine; use cpu or auto")
+    if device.type == "cuda" and device.index is not None and \
+            device.index >= torch.cuda.device_count():
+        raise UserError(f"{key} '{spec}' but this machine has {torch.cuda.device_count()} "
+                        f"GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}; use one of them")
     return device
 
 

@@ -1,0 +1,82 @@
+"""Ctrl-C: the run stops promptly and the CLI prints one line and exits 130.
+
+Python's own SIGINT handler raises KeyboardInterrupt wherever the main thread happens to be. Two
+places lose it: code Python runs as a finalizer or fork hook, where it prints "Exception ignored
+in ..." and carries on (a DataLoader starts and stops its workers there), and the DataLoader
+workers, which get the terminal's SIGINT too, die, and make the loader report a dead worker
+instead. Inside :func:`handled` (the CLI) the handler remembers the interrupt, leaves forked
+children alone (the main process stops them) and, within :func:`deferred` blocks, holds the
+interrupt back until the block ends (a second Ctrl-C does not wait). Library callers keep
+Python's handler.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_owner: int | None = None  # the process the handler serves; forked children inherit it
+_hit = False  # a Ctrl-C arrived since handled() began
+_defer = 0  # depth of deferred() blocks
+
+
+def _handler(signum, frame) -> None:
+    global _hit
+    if os.getpid() != _owner:  # a forked DataLoader worker: the main process shuts it down
+        return
+    if not _defer or _hit:  # a second Ctrl-C does not wait
+        _hit = True
+        raise KeyboardInterrupt
+    _hit = True
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Within the block, Ctrl-C is remembered as well as raised (main thread only)."""
+    global _owner, _hit
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # someone else handles SIGINT (or cannot here): leave it to them
+        return
+    _owner, _hit = os.getpid(), False
+    signal.signal(signal.SIGINT, _handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _owner, _hit = None, False  # library code after the block must not see this Ctrl-C
+
+
+def interrupted() -> bool:
+    """Whether a Ctrl-C arrived (a failure that follows it is its effect, not the data's)."""
+    return _hit
+
+
+def check() -> None:
+    """Raise the KeyboardInterrupt of a Ctrl-C that was held back or swallowed."""
+    if _hit:
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred(then_raise: bool = True) -> Iterator[None]:
+    """Hold Ctrl-C back while the block runs (fork hooks, finalizers, replacing a folder); then
+    raise it, unless ``then_raise`` is False (a block that may run as a finalizer, where the
+    raise would be lost: a later :func:`check` raises it)."""
+    global _defer
+    _defer += 1
+    try:
+        yield
+    finally:
+        _defer -= 1
+    if then_raise:
+        check()
+
+
+def ignore_in_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers started without fork (spawn, forkserver) do not
+    inherit the handler; the main process stops them either way."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

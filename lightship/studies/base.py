@@ -1,0 +1,95 @@
+"""What a study is: arms (recipes), budgets, paired comparisons and the claims they settle.
+
+A study is a grid of arms × seeds × folds. Every cell is an ordinary run folder trained by the
+normal training entry point; a study only chooses the recipes, then reads the run folders.
+Budgets: ``quick`` checks the machinery (≤ 3 minutes, numbers mean nothing), ``default`` keeps
+the claim's regime at a size that fits 30 minutes on a 2-core CPU, ``full`` is the paper's own
+setting for a GPU and CIFAR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lightship.studies.analysis import Analysis
+
+BUDGETS = ("quick", "default", "full")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A study's size: epochs, how many seeds and folds by default, and what was scaled down."""
+
+    name: str
+    epochs: int
+    seeds: int
+    folds: int | None
+    """K of the stratified K-fold over the pooled built-in dataset; None = its own split."""
+    note: str
+    """What this budget keeps and what it scales down relative to the paper."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Study-specific knobs (depths, widths, model, batch size, data fraction)."""
+    final_eval_only: bool = False
+    """Evaluate on the test part only after the last epoch (quick budgets: the test pass would
+    cost more than the training)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One recipe of the study: a preset plus dotted-key overrides."""
+
+    name: str
+    """Folder-safe name, unique in the study (cells live in cells/<name>/)."""
+    label: str
+    """What the tables show."""
+    preset: str
+    overrides: dict[str, Any]
+    cost: float = 1.0
+    """Relative seconds per epoch (measured per-epoch timings), for ordering cells and the ETA."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired difference ``b − a`` of ``metric`` over the cells both arms share."""
+
+    a: str
+    b: str
+    metric: str
+    """"test_top1" (points) or "train_ce" (the clean training CE of the final weights)."""
+    label: str
+
+
+class Study:
+    """Base class: subclasses set the class attributes and implement the three methods."""
+
+    name: str = ""
+    title: str = ""
+    paper: str = ""
+    """Short citation used in verdict lines ("agrees with <paper>: ...")."""
+    claim: str = ""
+    budgets: dict[str, Budget] = {}
+
+    def arms(self, budget: Budget) -> list[Arm]:
+        raise NotImplementedError
+
+    def comparisons(self, budget: Budget) -> list[Comparison]:
+        raise NotImplementedError
+
+    def verdicts(self, res: Analysis) -> list[str]:
+        """One line per claim: "agrees with <paper>: …" or "does not agree: …", with numbers."""
+        raise NotImplementedError
+
+    def plots(self, res: Analysis) -> dict[str, Any]:
+        """Extra figures: file name → a matplotlib Figure (learning curves per arm are shared)."""
+        return {}
+
+    def reference_arm(self, budget: Budget) -> str | None:
+        """An arm whose cells serve as `diagnose --reference` for the others (heavier net)."""
+        return None
+
+
+def agree(paper: str, ok: bool, text: str) -> str:
+    """A verdict line in the study's fixed wording."""
+    return f"agrees with {paper}: {text}" if ok else f"does not agree with {paper}: {text}"

@@ -1,0 +1,136 @@
+"""One cell of a study: an ordinary run folder, trained by the normal entry point, then measured.
+
+:func:`train_run` is the only place a study calls training, so it can be re-pointed at the public
+``lightship.train`` API in one line. After training, :func:`measure_fit` evaluates the final
+weights on the cell's own training images (eval mode, no augmentation): the clean training CE that
+the loss-floor claims are about. The training loss the loop logs is the objective on augmented,
+smoothed, mixed batches in train mode, which differs between arms that use those tricks.
+
+``cell.json`` is written last and marks the cell done; a re-run skips done cells, resumes a cell
+that has a checkpoint and starts the rest afresh.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import yaml
+
+from lightship.errors import UserError
+from lightship.recipe import Recipe
+from lightship.runs import RunPaths, write_json
+
+CELL_FILE = "cell.json"
+
+
+def train_run(recipe: Recipe | None = None, *, resume: Path | None = None) -> dict[str, Any]:
+    """Train ``recipe`` into its run folder (replacing a run that never reached a checkpoint),
+    or continue the run folder ``resume``; return the run's summary. Silent: the study shows
+    its own progress."""
+    from lightship.train.loop import train
+
+    if resume is not None:
+        return train(resume=resume, progress=False, quiet=True).summary
+    return train(recipe, overwrite=True, progress=False, quiet=True).summary
+
+
+def measure_fit(run_dir: Path) -> dict[str, Any]:
+    """Clean training CE and top-1 of a finished run's final weights on its training images,
+    plus the size of its training and test parts."""
+    from lightship.data import load_data
+    from lightship.evaluate import evaluate
+    from lightship.train.precision import choose_device, choose_precision
+    from lightship.weights import resolve_source
+
+    src = resolve_source(run_dir)
+    r = src.recipe
+    assert r is not None
+    d = r.data
+    data = load_data(d)
+    if not hasattr(data, "train_eval_batches"):
+        raise UserError(f"{d.name}: studies need a dataset held in memory (built-ins, CIFAR, "
+                        "MNIST IDX, .npz), not an ImageFolder tree")
+    info = data.info
+    device = choose_device(r.train.device)
+    prec = choose_precision(r.train.precision, r.train.channels_last, device)
+    model = src.build(info.num_classes, info.in_chans, info.input_size)
+    model = model.to(device, memory_format=prec.memory_format)
+    data.to(device)
+    res = evaluate(model, SimpleNamespace(test_batches=data.train_eval_batches), prec)
+    return {"train_ce": res["test_loss"], "train_top1": res["test_top1"],
+            "n_train": info.n_train, "n_test": info.n_test}
+
+
+def recipe_differs(run_dir: Path, recipe: Recipe) -> str | None:
+    """The first recipe key where the run folder's saved recipe differs from ``recipe`` (the
+    run.* keys aside), or None."""
+    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
+    planned = recipe.to_dict()
+
+    def walk(a: Any, b: Any, prefix: str) -> str | None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                found = walk(a.get(key), b.get(key), f"{prefix}{key}.")
+                if found:
+                    return found
+            return None
+        if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+            a, b = list(a), list(b)
+        return None if a == b else f"{prefix[:-1]} ({a!r} there, {b!r} now)"
+
+    saved.pop("run", None)
+    planned.pop("run", None)
+    return walk(saved, planned, "")
+
+
+def cell_state(run_dir: Path) -> str:
+    """``done`` (cell.json), ``measure`` (trained, not yet measured), ``resume`` (has a
+    checkpoint) or ``new`` (nothing usable: train from the start)."""
+    paths = RunPaths(run_dir)
+    if (run_dir / CELL_FILE).exists():
+        return "done"
+    if not paths.is_run():
+        return "new"
+    if paths.summary.exists() and paths.weights.exists():
+        try:
+            if json.loads(paths.summary.read_text()).get("status") == "finished":
+                return "measure"
+        except (OSError, json.JSONDecodeError):
+            pass
+    return "resume" if paths.last.exists() else "new"
+
+
+def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
+    """Bring one cell to done and return its record (also in cell.json). Runs in the study's
+    process or in a worker process; ``spec`` holds the recipe as a plain dict."""
+    run_dir = Path(spec["run_dir"])
+    recipe = Recipe.model_validate(spec["recipe"])
+    state = cell_state(run_dir)
+    record = {"arm": spec["arm"], "seed": spec["seed"], "fold": spec["fold"],
+              "run": spec["rel"]}
+    if state == "done":
+        return json.loads((run_dir / CELL_FILE).read_text())
+    try:
+        if state == "resume":
+            summary = train_run(resume=run_dir)
+        elif state == "new":
+            summary = train_run(recipe)
+        else:
+            summary = json.loads(RunPaths(run_dir).summary.read_text())
+    except UserError as exc:
+        if "loss became" not in str(exc):  # only divergence is a result; the rest is input
+            raise
+        record.update(status="failed", error=str(exc).strip().splitlines()[-1])
+        write_json(run_dir / CELL_FILE, record)
+        return record
+    fit = measure_fit(run_dir)
+    record.update(status="finished", test_top1=summary["test_top1"],
+                  test_loss=summary["test_loss"], **fit, train_loss=summary["train_loss"],
+                  epochs=summary["epochs"], params=summary["params"], macs=summary["macs"],
+                  verdict=summary.get("verdict"), verdict_line=summary.get("verdict_line"),
+                  wall_time_s=summary["wall_time_s"])
+    write_json(run_dir / CELL_FILE, record)
+    return record

@@ -1,0 +1,146 @@
+"""`lightship study NAME|list` and the study side of `lightship report STUDY_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lightship.errors import UserError
+from lightship.studies import BUDGETS, STUDIES, get_study
+from lightship.studies.runner import Plan, command_line, execute, make_plan, read_plan
+
+
+def _previous_sessions(out: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((out / "study.json").read_text()).get("sessions", []))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return []
+
+
+def run_study(name: str, *, budget: str = "default", seeds: int | None = None,
+              folds: int | None = None, jobs: int = 1, out: str | Path | None = None,
+              data: str = "mnist5k", progress: bool | None = None, quiet: bool = False,
+              command: str | None = None, arms: list[str] | None = None,
+              epochs: int | None = None):
+    """Run (or continue) a study and write its outputs; return the analysis."""
+    from lightship.studies.analysis import session_facts, write_outputs
+
+    study = get_study(name)
+    out = Path(out) if out is not None else Path("runs") / "studies" / name
+    cmd = command or (f"lightship study {name} --budget {budget}"
+                      + (f" --seeds {seeds}" if seeds is not None else "")
+                      + (f" --folds {folds}" if folds is not None else "")
+                      + (f" --data {data}" if data != "mnist5k" else "")
+                      + f" --jobs {jobs} --out {out}")
+    plan = make_plan(study, budget, seeds=seeds, folds=folds, data=data, out=out, command=cmd,
+                     arms=arms, epochs=epochs)
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
+    records = execute(plan, jobs=jobs, progress=progress, quiet=quiet)
+    facts = session_facts(t0, load0, jobs)
+    facts["sessions"] = [*_previous_sessions(out), {k: facts[k] for k in
+                                                     ("wall_time_s", "load", "jobs", "created")}]
+    return write_outputs(plan, records, facts)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    if args.name == "list":
+        for name, cls in STUDIES.items():
+            study = cls()
+            print(f"{name}: {study.title} — {study.paper}")
+            for b in BUDGETS:
+                bud = study.budgets[b]
+                split = f"{bud.folds} folds" if bud.folds else "own test split"
+                print(f"  {b}: {bud.epochs} epochs, {bud.seeds} seed(s), {split}; {bud.note}")
+        return 0
+    try:
+        res = run_study(args.name, budget=args.budget, seeds=args.seeds, folds=args.folds,
+                        jobs=args.jobs, out=args.out, data=args.data,
+                        progress=False if args.no_progress else None, command=command_line(),
+                        arms=[a for a in (args.arms or "").split(",") if a] or None,
+                        epochs=args.epochs)
+    except KeyboardInterrupt:
+        print("lightship: interrupted; run the same command again to continue the study "
+              "(finished cells are kept, the interrupted one resumes)", file=sys.stderr)
+        return 130
+    out = res.plan.out
+    print(f"study {res.study.name} ({res.budget.name}): {res.n_done}/{res.n_total} cells; "
+          f"{out / 'study.md'}")
+    for line in json.loads((out / "study.json").read_text())["verdicts"]:
+        print(f"  {line}")
+    return 0
+
+
+def add_study_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("study", help="run a seed paper's claim as a grid of arms × seeds × "
+                       "folds with paired statistics (lightship study list)")
+    p.add_argument("name", metavar="NAME", help=f"{', '.join(STUDIES)}, or list")
+    p.add_argument("--budget", default="default", help="quick (≤ 3 min, checks the "
+                   "machinery), default (≤ 30 min on 2 CPU cores), full (the paper's setting, "
+                   "GPU and CIFAR)")
+    p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the budget's)")
+    p.add_argument("--folds", type=int, help="stratified K-fold over all images of a built-in "
+                   "dataset (default: the budget's)")
+    p.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes, "
+                   "each with cores/jobs torch threads (default 1)")
+    p.add_argument("--out", help="study folder (default runs/studies/NAME); re-running "
+                   "continues it")
+    p.add_argument("--data", default="mnist5k", help="dataset (default mnist5k); a CIFAR "
+                   "folder for the full budget")
+    p.add_argument("--arms", metavar="A,B", help="train only these arms (a targeted extra "
+                   "run, e.g. more seeds for one comparison); default all")
+    p.add_argument("--epochs", type=int, help="replace the budget's epochs (what the study "
+                   "scales with them, warmup and milestones, follows): a targeted extra run")
+    p.add_argument("--no-progress", action="store_true", help="one line per cell instead of "
+                   "a bar")
+    p.set_defaults(func=cmd_study)
+    return p
+
+
+def is_study(folder: Path) -> bool:
+    return (folder / "plan.json").is_file()
+
+
+def plan_of(folder: Path) -> Plan:
+    """The plan of an existing study folder, rebuilt from its plan.json."""
+    saved = read_plan(folder)
+    if saved is None:
+        raise UserError(f"{folder} holds no study (no plan.json)")
+    study = get_study(str(saved.get("study")))
+    return make_plan(study, saved["budget"], seeds=len(saved["seeds"]), folds=saved["folds"],
+                     data=saved["data"], out=folder, command=saved.get("command", ""),
+                     arms=[a["name"] for a in saved.get("arms", [])] or None,
+                     epochs=saved.get("epochs"))
+
+
+def report_study(folder: Path, output: Path | None = None) -> list[str]:
+    """Re-analyse a study folder from its cells (finished or not) and write report.html with
+    one paired cell per arm; return the lines to print."""
+    from lightship.report.html import write_report
+    from lightship.studies.analysis import load_records, write_outputs
+
+    plan = plan_of(folder)
+    records = load_records(plan)
+    try:
+        prev = json.loads((folder / "study.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        prev = {}
+    wall = {k: prev[k] for k in ("wall_time_s", "load", "cores", "jobs", "created", "sessions")
+            if k in prev}
+    res = write_outputs(plan, records, wall)
+    lines = [f"refreshed {folder / 'study.md'} and study.json ({res.n_done}/{res.n_total} "
+             "cells)"]
+    first = {}
+    for c in sorted(plan.cells, key=lambda c: (c.seed, c.fold or 0)):
+        if c.rel in records and records[c.rel].get("status") == "finished":
+            first.setdefault(c.arm, folder / c.rel)
+    if first:
+        key = next(iter(first.values())).name
+        runs = [p for p in first.values() if p.name == key]
+        path = write_report(runs, output or folder / "report.html")
+        lines.append(f"wrote {path} ({len(runs)} arms at cell {key})")
+    return lines

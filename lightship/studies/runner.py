@@ -1,0 +1,367 @@
+"""The study runner: plan the grid of arms × seeds × folds, bring every cell to done, analyse.
+
+Study folder::
+
+    <out>/plan.json                      what was asked (study, budget, data, folds, arms)
+    <out>/cells/<arm>/s<seed>-f<fold>/   ordinary run folders (+ cell.json when done)
+    <out>/study.json, study.md           results (written by lightship.studies.analysis)
+    <out>/curves/<arm>.png, <plots>.png  learning curves per arm, the study's own figures
+
+Re-running the same command skips done cells and resumes a killed one from its last checkpoint.
+``jobs > 1`` trains cells in that many worker processes with cores // jobs torch threads each
+(or OMP_NUM_THREADS, if that is lower).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lightship.data.builtin import BUILTINS
+from lightship.errors import UserError, closest
+from lightship.recipe import Recipe, build_recipe
+from lightship.runs import write_json
+from lightship.studies.base import BUDGETS, Arm, Budget, Study
+from lightship.studies.cells import CELL_FILE, cell_state, recipe_differs, run_cell
+
+PLAN_FORMAT = "lightship-study-1"
+
+
+@dataclass
+class Cell:
+    arm: str
+    seed: int
+    fold: int | None
+    rel: str
+    recipe: Recipe
+    units: float
+    """Expected cost (arm cost × epochs) for ordering and the ETA."""
+
+    @property
+    def key(self) -> tuple[int, int | None]:
+        return (self.seed, self.fold)
+
+
+@dataclass
+class Plan:
+    study: Study
+    budget: Budget
+    data: str
+    seeds: list[int]
+    folds: int | None
+    out: Path
+    cells: list[Cell]
+    command: str
+    arms: list[Arm]
+    """The arms this plan trains (all of the study's, or those chosen with --arms)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": PLAN_FORMAT, "study": self.study.name, "budget": self.budget.name,
+                "epochs": self.budget.epochs, "data": self.data, "folds": self.folds,
+                "seeds": self.seeds,
+                "command": self.command,
+                "arms": [{"name": a.name, "label": a.label, "preset": a.preset,
+                          "overrides": a.overrides} for a in self.arms]}
+
+
+def cell_name(seed: int, fold: int | None) -> str:
+    return f"s{seed}" if fold is None else f"s{seed}-f{fold}"
+
+
+def fixed_split(data: str) -> bool:
+    """True for datasets that bring their own test split (everything but the built-ins)."""
+    base = data.strip().partition(":")[0]
+    return not (base in BUILTINS and not any(c in data for c in "/\\"))
+
+
+def read_plan(out: Path) -> dict[str, Any] | None:
+    """The plan.json of a study folder, None for a missing or empty folder; a folder that holds
+    something else is refused."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the study")
+    plan = out / "plan.json"
+    if not plan.exists():
+        if any(out.iterdir()):
+            raise UserError(f"--out {out} is not empty and holds no study (no plan.json); "
+                            "give a new or empty folder")
+        return None
+    try:
+        saved = json.loads(plan.read_text())
+    except (OSError, json.JSONDecodeError):
+        saved = None
+    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
+        raise UserError(f"{plan} is not a lightship study plan; give another --out")
+    return saved
+
+
+def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int | None,
+              data: str, out: Path, command: str, arms: list[str] | None = None,
+              epochs: int | None = None) -> Plan:
+    """Check the options and build the grid (of the ``arms`` named, default all; ``epochs``
+    replaces the budget's, and what the study scales with it); refuse a folder made by another
+    study or with other options (one line each)."""
+    if budget_name not in BUDGETS:
+        raise UserError(f"unknown budget '{budget_name}'{closest(budget_name, BUDGETS)}; "
+                        f"budgets: {', '.join(BUDGETS)}")
+    budget = study.budgets[budget_name]
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs {epochs} must be at least 1")
+    if epochs is not None and epochs != budget.epochs:  # plan.json stores the epochs it ran
+        budget = replace(budget, epochs=epochs, note=f"{budget.note}; --epochs {epochs} "
+                         f"instead of the budget's {budget.epochs}")
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds {seeds} must be at least 1")
+    if folds is not None and folds < 2:
+        raise UserError(f"--folds {folds} must be at least 2 (K-fold needs two parts); leave it "
+                        f"out for the budget's {budget.folds or 'own split'}")
+    if fixed_split(data):
+        if folds is not None:
+            raise UserError(f"--folds does not apply to {data}: it has a fixed test split, which "
+                            "results are compared on; drop --folds (seeds vary instead)")
+        k = None
+    else:
+        k = folds if folds is not None else (budget.folds or 5)
+    n_seeds = seeds if seeds is not None else budget.seeds
+    seed_list = list(range(n_seeds))
+    saved = read_plan(out)
+    if saved is not None:
+        if saved.get("study") != study.name:
+            raise UserError(f"{out} holds study '{saved.get('study')}', not '{study.name}'; give "
+                            f"{study.name} its own --out")
+        for key, value in (("budget", budget.name), ("epochs", budget.epochs), ("data", data),
+                           ("folds", k)):
+            if key in saved and saved.get(key) != value:
+                raise UserError(f"{out} was made with {key} {saved.get(key)!r}, not {value!r}; "
+                                "re-run with the same options or give another --out")
+    chosen = study.arms(budget)
+    if arms:
+        known = [a.name for a in chosen]
+        for name in arms:
+            if name not in known:
+                raise UserError(f"--arms: study {study.name} has no arm '{name}'"
+                                f"{closest(name, known)}; its arms: {', '.join(known)}")
+        chosen = [a for a in chosen if a.name in arms]
+    cells = []
+    for arm in chosen:
+        for seed in seed_list:
+            for fold in ([None] if k is None else range(k)):
+                rel = f"cells/{arm.name}/{cell_name(seed, fold)}"
+                over = {"data.name": data, "train.seed": seed, "run.dir": str(out / "cells" /
+                        arm.name), "run.name": cell_name(seed, fold), **arm.overrides}
+                if k is not None:
+                    over.update({"data.folds": k, "data.fold": fold})
+                if budget.final_eval_only:  # the loop always evaluates the last epoch
+                    over["train.eval_every"] = 10**6
+                recipe = build_recipe(arm.preset, over)
+                cells.append(Cell(arm.name, seed, fold, rel, recipe,
+                                  arm.cost * recipe.train.epochs))
+    return Plan(study, budget, data, seed_list, k, out, cells, command, chosen)
+
+
+def check_cells(plan: Plan) -> None:
+    """A started cell must have been made from the recipe the plan builds now."""
+    for cell in plan.cells:
+        root = plan.out / cell.rel
+        if (root / "recipe.yaml").exists():
+            diff = recipe_differs(root, cell.recipe)
+            if diff:
+                raise UserError(f"{root} was trained with another recipe (key {diff}); remove "
+                                "that cell folder or give another --out")
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def orphan_watch() -> None:  # a killed study must not leave workers training on
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=orphan_watch, daemon=True).start()
+
+
+def _epochs_done(root: Path) -> int:
+    try:
+        text = (root / "metrics.jsonl").read_text()
+    except OSError:
+        return 0
+    return text.count('"kind": "eval"')
+
+
+class StudyProgress:
+    """Cells done / total and an ETA from the work finished in this session (cells weighted by
+    their expected cost); a rich bar on a terminal, one line per finished cell otherwise."""
+
+    def __init__(self, title: str, cells: list[Cell], done: set[str], rich: bool | None,
+                 quiet: bool = False) -> None:
+        self.cells = {c.rel: c for c in cells}
+        self.done = set(done)
+        self.total_units = sum(c.units for c in cells)
+        self.base_units = sum(self.cells[r].units for r in self.done)
+        self.partial: dict[str, float] = {}
+        self.quiet = quiet
+        self.rich = (sys.stderr.isatty() if rich is None else rich) and not quiet
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if self.rich:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                TextColumn("{task.fields[cells]}"), TimeElapsedColumn(),
+                                TextColumn("eta {task.fields[eta]}"),
+                                console=Console(stderr=True))
+            self.task = self.bar.add_task(title, total=self.total_units,
+                                          completed=self.base_units, cells=self._cells(),
+                                          eta="…")
+            self.bar.start()
+        elif not quiet:
+            print(f"{title}: {len(self.done)}/{len(self.cells)} cells done", flush=True)
+
+    def _cells(self) -> str:
+        return f"cells {len(self.done)}/{len(self.cells)}"
+
+    def _units(self) -> float:
+        return sum(self.cells[r].units for r in self.done) + sum(self.partial.values())
+
+    def eta(self) -> str:
+        gained = self._units() - self.base_units
+        spent = time.perf_counter() - self.t0
+        if gained <= 0 or spent < 1:
+            return "…"
+        left = (self.total_units - self._units()) * spent / gained
+        m, s = divmod(int(round(left)), 60)
+        h, m = divmod(m, 60)
+        return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+    def poll(self, running: list[Cell], out: Path) -> None:
+        for c in running:
+            epochs = c.recipe.train.epochs
+            self.partial[c.rel] = c.units * min(_epochs_done(out / c.rel), epochs) / epochs
+        self._refresh()
+
+    def finished(self, cell: Cell, record: dict[str, Any]) -> None:
+        self.done.add(cell.rel)
+        self.partial.pop(cell.rel, None)
+        self._refresh()
+        if self.rich or self.quiet:
+            return
+        if record.get("status") == "finished":
+            what = (f"test top-1 {record['test_top1']:.2f}%, train CE {record['train_ce']:.4f}, "
+                    f"{record['wall_time_s']:.0f}s")
+        else:
+            what = f"failed: {record.get('error')}"
+        print(f"[{len(self.done)}/{len(self.cells)}] {cell.rel}: {what}; eta {self.eta()}",
+              flush=True)
+
+    def _refresh(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self._units(), cells=self._cells(),
+                            eta=self.eta())
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _spec(plan: Plan, cell: Cell) -> dict[str, Any]:
+    return {"run_dir": str(plan.out / cell.rel), "rel": cell.rel, "arm": cell.arm,
+            "seed": cell.seed, "fold": cell.fold, "recipe": cell.recipe.to_dict()}
+
+
+def execute(plan: Plan, jobs: int = 1, progress: bool | None = None, quiet: bool = False,
+            on_record: Callable[[Cell, dict], None] | None = None) -> dict[str, dict]:
+    """Bring every cell of ``plan`` to done; return cell records by cell path."""
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs} must be at least 1")
+    check_cells(plan)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    write_json(plan.out / "plan.json", plan.to_dict())
+    records: dict[str, dict] = {}
+    todo = []
+    for cell in plan.cells:
+        if cell_state(plan.out / cell.rel) == "done":
+            records[cell.rel] = json.loads((plan.out / cell.rel / CELL_FILE).read_text())
+        else:
+            todo.append(cell)
+    todo.sort(key=lambda c: -c.units)  # longest first: the last cell is a short one
+    show = StudyProgress(f"study {plan.study.name} ({plan.budget.name})", plan.cells,
+                         set(records), progress, quiet)
+    running: list[Cell] = []
+    stop = threading.Event()
+
+    def poller() -> None:
+        while not stop.wait(1.0):
+            show.poll(list(running), plan.out)
+
+    watcher = threading.Thread(target=poller, daemon=True)
+    watcher.start()
+
+    def finish(cell: Cell, record: dict) -> None:
+        records[cell.rel] = record
+        show.finished(cell, record)
+        if on_record is not None:
+            on_record(cell, record)
+
+    try:
+        if jobs == 1:
+            for cell in todo:
+                running[:] = [cell]
+                finish(cell, run_cell(_spec(plan, cell)))
+                running.clear()
+        else:
+            _parallel(plan, todo, jobs, running, finish)
+    finally:
+        stop.set()
+        show.close()
+    return records
+
+
+def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
+              finish: Callable[[Cell, dict], None]) -> None:
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # a lower limit set by the user wins
+        threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                               initargs=(threads, os.getpid()))
+    futures: dict[Future, Cell] = {}
+    queue = list(todo)
+    ok = False
+    try:
+        while queue or futures:
+            while queue and len(futures) < jobs:
+                cell = queue.pop(0)
+                futures[pool.submit(run_cell, _spec(plan, cell))] = cell
+                running.append(cell)
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for fut in done:
+                cell = futures.pop(fut)
+                running.remove(cell)
+                finish(cell, fut.result())
+        ok = True
+    finally:
+        if not ok:  # an error or Ctrl-C: stop the workers now; their cells resume next time
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=ok, cancel_futures=True)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    return "lightship " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

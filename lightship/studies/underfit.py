@@ -1,0 +1,132 @@
+"""`underfit`: a width sweep of one family: do small nets fail by underfitting?
+
+The light-backbone argument this library starts from: a small net loses to a big one mostly
+because it cannot fit its training set (a high training-loss floor), not because it overfits;
+so the fix is better optimisation and transfer, not more regularisation. One family (CIFAR
+resnet8) at widths ×0.125 … ×2, the same recipe (the library's default, the 2016 ResNet recipe),
+trained until the schedule ends. Each arm gets `lightship diagnose`'s verdict against the widest
+net's cell of the same seed and fold (`--reference`), which can say "underfitting".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightship.studies.base import Arm, Budget, Comparison, Study, agree
+
+PAPER = "the light-backbone article (small nets underfit)"
+# Seconds per epoch of 4,000 digits at one thread, batch 64, measured under load (see docs).
+EPOCH_COST = {0.125: 4.5, 0.25: 4.8, 0.5: 5.0, 1.0: 15.0, 2.0: 41.0}
+
+
+def _wname(w: float) -> str:
+    return f"x{w:g}"
+
+
+class Underfit(Study):
+    name = "underfit"
+    title = "width sweep: does the training-loss floor fall with capacity?"
+    paper = PAPER
+    claim = ("the converged training CE falls as the net gets wider, and the narrow nets' test "
+             "deficit comes with a training deficit (underfitting), not a larger train–test gap.")
+    budgets = {
+        "quick": Budget("quick", epochs=3, seeds=1, folds=2, note=(
+            "resnet8 ×0.125/×0.5/×1, 3 epochs on 10 % of each fold's training digits: checks "
+            "the machinery only"), options={"widths": (0.125, 0.5, 1.0), "fraction": 0.1},
+            final_eval_only=True),
+        "default": Budget("default", epochs=15, seeds=1, folds=3, note=(
+            "resnet8 at widths ×0.125, ×0.25, ×0.5, ×1 and ×2 (the heavy end and the "
+            "diagnose reference), the default recipe (SGD 0.1, wd 1e-4, ÷10 at 50/75 %), "
+            "batch 64, 15 epochs of 3,333 digits (3-fold)"),
+            options={"widths": (0.125, 0.25, 0.5, 1.0, 2.0), "fraction": 1.0}),
+        "full": Budget("full", epochs=164, seeds=3, folds=None, note=(
+            "CIFAR-10, resnet8 ×0.125 … ×4, 164 epochs of the 2016 ResNet recipe; give --data "
+            "PATH/cifar-10-batches-py and a GPU"),
+            options={"widths": (0.125, 0.25, 0.5, 1.0, 2.0, 4.0), "fraction": 1.0}),
+    }
+
+    def arms(self, budget: Budget) -> list[Arm]:
+        out = []
+        for w in budget.options["widths"]:
+            over = {"model.name": "resnet8", "model.width": w, "train.epochs": budget.epochs,
+                    "data.fraction": budget.options["fraction"], "train.batch_size": 64}
+            out.append(Arm(f"resnet8-{_wname(w)}", f"resnet8 ×{w:g}", "baseline", over,
+                           EPOCH_COST.get(w, 10.0 * w * w)))
+        return out
+
+    def reference_arm(self, budget: Budget) -> str | None:
+        return f"resnet8-{_wname(max(budget.options['widths']))}"
+
+    def comparisons(self, budget: Budget) -> list[Comparison]:
+        ws = budget.options["widths"]
+        out = []
+        for metric in ("train_ce", "test_top1"):
+            for a, b in zip(ws, ws[1:], strict=False):
+                out.append(Comparison(f"resnet8-{_wname(a)}", f"resnet8-{_wname(b)}", metric,
+                                      f"×{b:g} vs ×{a:g}"))
+        return out
+
+    def verdicts(self, res) -> list[str]:
+        ws = res.budget.options["widths"]
+        names = [f"resnet8-{_wname(w)}" for w in ws]
+        ce = [res.mean(n, "train_ce") for n in names]
+        if any(v is None for v in ce):  # the sweep is one claim: it needs every width
+            missing = [f"×{w:g}" for w, v in zip(ws, ce, strict=True) if v is None]
+            return [f"not settled: no finished cell yet at {', '.join(missing)}"]
+        steps = [res.diff(a, b, "train_ce") for a, b in zip(names, names[1:], strict=False)]
+        falls = all(d is not None and d.sign < 0 for d in steps)
+        n_down = sum(1 for d in steps if d is not None and d.sign < 0)
+        lines = [agree(PAPER, falls, (
+            "train CE floor over widths " + " → ".join(f"×{w:g} {v:.4f}" for w, v in
+                                                       zip(ws, ce, strict=True))
+            + f"; {n_down} of {len(steps)} steps to a wider net lower it with an interval "
+            "below 0"))]
+        narrow, wide = res.arm(names[0]), res.arm(names[-1])
+        gap_n, gap_w = narrow.gap_top1.mean, wide.gap_top1.mean
+        deficit_test = wide.stat("test_top1").mean - narrow.stat("test_top1").mean
+        deficit_train = wide.stat("train_top1").mean - narrow.stat("train_top1").mean
+        ok = deficit_train >= deficit_test and gap_n <= gap_w + 0.1
+        lines.append(agree(PAPER, ok, (
+            f"×{ws[0]:g} vs ×{ws[-1]:g}: test top-1 deficit {deficit_test:.2f} points, train "
+            f"top-1 deficit {deficit_train:.2f} points; train − test gap {gap_n:.2f} (×{ws[0]:g}) "
+            f"vs {gap_w:.2f} (×{ws[-1]:g}) points"
+            + (" — the narrow net loses on the training set, not through a larger gap"
+               if ok else " — the narrow net's deficit is not a training deficit"))))
+        verdicts = {n: res.arm(n).verdicts.most_common(1)[0][0] for n in names[:-1]
+                    if res.arm(n).cells}
+        lines.append(f"diagnose (vs ×{ws[-1]:g}): " + ", ".join(
+            f"×{w:g} {verdicts[n]}" for w, n in zip(ws, names, strict=False) if n in verdicts))
+        return lines
+
+    def plots(self, res) -> dict[str, Any]:
+        from matplotlib.ticker import LogLocator
+
+        from lightship.report.html import _figure
+
+        ws = res.budget.options["widths"]
+        fig, axes = _figure(1, 2, 3.6)
+        ax, gap_ax = axes[0]
+        xs, rows = [], []
+        for w in ws:
+            a = res.arm(f"resnet8-{_wname(w)}")
+            if not a.cells:
+                continue
+            xs.append(a.params)
+            rows.append((a.stat("train_ce"), a.stat("test_loss"), a.gap_top1))
+        if xs:
+            for i, label in enumerate(("train CE (clean)", "test CE")):
+                m = [r[i].mean for r in rows]
+                s = [r[i].std or 0.0 for r in rows]
+                ax.errorbar(xs, m, yerr=s, marker="o", capsize=3, label=label)
+            gap_ax.errorbar(xs, [r[2].mean for r in rows], yerr=[r[2].std or 0.0 for r in rows],
+                            marker="o", capsize=3, color="C2")
+        for a in (ax, gap_ax):
+            a.set_xscale("log")
+            a.set_xlabel("parameters")
+            a.xaxis.set_major_locator(LogLocator())
+        ax.set_yscale("log")
+        ax.set_ylabel("cross-entropy")
+        ax.legend(fontsize=8)
+        gap_ax.set_ylabel("train top-1 − test top-1 (points)")
+        fig.suptitle("resnet8 width sweep: loss floor and train–test gap vs capacity")
+        return {"underfit.png": fig}

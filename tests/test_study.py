@@ -1,0 +1,335 @@
+"""`lightship study`: paired statistics, the K-fold split, bad input, resume after a kill, the
+parallel path (the re-run after the kill uses two workers), verdict wording and
+`lightship report STUDY_DIR`.
+
+End-to-end runs use the quick budget on synthetic data (a built-in, so K-fold applies): the
+machinery is the same as on MNIST-5k, the runs take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightship.cli import main
+from lightship.data import load_dataset
+from lightship.data.builtin import _mnist5k_arrays
+from lightship.data.folds import kfold_indices
+from lightship.studies import get_study
+from lightship.studies.analysis import Analysis, to_markdown
+from lightship.studies.runner import make_plan
+from lightship.studies.stats import paired
+
+DATA = "synthetic:n=8000,classes=4,size=8,channels=1"
+VOLATILE = {"wall_time_s", "load", "cores", "jobs", "created", "sessions", "command"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def test_paired_interval_matches_a_hand_computation():
+    a = [97.0, 98.0, 96.5, 97.5, 98.5]
+    b = [97.4, 98.1, 97.3, 97.6, 98.9]
+    # differences 0.4, 0.1, 0.8, 0.1, 0.4: mean 0.36, sample variance
+    # (0.04² + 0.26² + 0.44² + 0.26² + 0.04²) / 4 = 0.332 / 4 = 0.083,
+    # t(0.975, df 4) = 2.776445 (tables), half width 2.776445 · √(0.083 / 5) = 0.35772
+    half = 2.776445 * math.sqrt(0.083 / 5)
+    d = paired(a, b)
+    assert d.n == 5
+    assert d.mean == pytest.approx(0.36)
+    assert d.sd == pytest.approx(math.sqrt(0.083))
+    assert d.lo == pytest.approx(0.36 - half, abs=1e-5)
+    assert d.hi == pytest.approx(0.36 + half, abs=1e-5)
+    assert d.lo == pytest.approx(0.0023, abs=1e-4)  # just above 0
+    assert d.excludes_zero and d.sign == 1
+    flat = paired([1.0, 2.0, 3.0], [1.5, 1.5, 3.1])  # differences +0.5, −0.5, +0.1
+    assert not flat.excludes_zero and flat.sign == 0
+    worse = paired([1.0, 1.0, 1.0], [0.5, 0.4, 0.6])
+    assert worse.sign == -1
+    one = paired([1.0], [2.0])
+    assert one.lo is None and not one.excludes_zero and "no interval" in one.text()
+
+
+# ---------------------------------------------------------------- K-fold
+
+
+def test_kfold_tests_every_mnist5k_digit_once_and_never_trains_on_it():
+    _, y = _mnist5k_arrays()
+    pooled = np.concatenate([load_dataset("mnist5k").train_labels,
+                             load_dataset("mnist5k").test_labels])
+    assert len(pooled) == 5000
+    seen = []
+    for fold in range(5):
+        data = load_dataset("mnist5k", folds=5, fold=fold)
+        assert (data.info.n_train, data.info.n_test) == (4000, 1000)
+        train = {bytes(r) for r in data.x_train.numpy().reshape(4000, -1)}
+        test = [bytes(r) for r in data.x_test.numpy().reshape(1000, -1)]
+        assert not train.intersection(test), f"fold {fold} trains on one of its test digits"
+        assert np.bincount(data.test_labels, minlength=10).tolist() == [100] * 10
+        seen += test
+    assert len(seen) == len(set(seen)) == 5000  # every digit tested exactly once (all distinct)
+    for tr, te in kfold_indices(pooled, 5, seed=0):
+        assert not set(tr) & set(te) and len(tr) + len(te) == 5000
+    again = load_dataset("mnist5k", folds=5, fold=3)
+    assert bytes(again.x_test.numpy()) == bytes(load_dataset("mnist5k", folds=5,
+                                                             fold=3).x_test.numpy())
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _npz(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (40, 8, 8, 1), dtype=np.uint8),
+             y_train=np.arange(40) % 4, x_test=rng.integers(0, 255, (8, 8, 8, 1), dtype=np.uint8),
+             y_test=np.arange(8) % 4)
+    return path
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["study", "degradatoin"], "unknown study 'degradatoin' (did you mean 'degradation'?)"),
+    (["study", "tricks", "--folds", "1"], "--folds 1 must be at least 2"),
+    (["study", "tricks", "--budget", "huge"], "unknown budget 'huge'"),
+    (["study", "tricks", "--seeds", "0"], "--seeds 0 must be at least 1"),
+    (["study", "tricks", "--jobs", "0", "--out", "NEW"], "--jobs 0 must be at least 1"),
+    (["study", "tricks", "--folds", "5", "--data", "NPZ"], "has a fixed test split"),
+    (["study", "tricks", "--out", "OTHER"], "holds study 'degradation', not 'tricks'"),
+    (["study", "degradation", "--budget", "default", "--out", "OTHER"],
+     "was made with budget 'quick', not 'default'"),
+    (["study", "tricks", "--out", "JUNK"], "is not empty and holds no study"),
+    (["study", "degradation", "--budget", "quick", "--epochs", "5", "--out", "OTHER"],
+     "was made with epochs 1, not 5"),
+    (["study", "degradation", "--arms", "resnet21", "--out", "NEW"],
+     "has no arm 'resnet21' (did you mean"),
+    (["train", "--data", "NPZ", "--set", "data.folds=3"], "data.folds needs a dataset without"),
+    (["train", "--set", "data.fold=2"], "data.fold needs data.folds"),
+])
+def test_bad_study_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys):
+    other = tmp_path / "other"
+    plan = make_plan(get_study("degradation"), "quick", seeds=None, folds=None, data="mnist5k",
+                     out=other, command="test")
+    other.mkdir()
+    (other / "plan.json").write_text(json.dumps(plan.to_dict()))
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("mine")
+    subs = {"NPZ": str(_npz(tmp_path)), "OTHER": str(other), "JUNK": str(junk),
+            "NEW": str(tmp_path / "new")}
+    argv = [subs.get(a, a) for a in argv]
+    if argv[0] == "train":
+        argv += ["--out", str(tmp_path / "runs")]
+    before = sorted(p.name for p in other.iterdir())
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lightship: error:"), err
+    assert needle in err[0]
+    assert sorted(p.name for p in other.iterdir()) == before  # nothing written
+    assert (junk / "notes.txt").read_text() == "mine"
+
+
+def test_study_list_names_every_study_and_budget(capsys):
+    assert main(["study", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("degradation", "tricks", "underfit"):
+        assert out.count(f"{name}:") == 1
+    assert out.count("  quick:") == out.count("  default:") == out.count("  full:") == 3
+
+
+# ---------------------------------------------------------------- recipes of the arms
+
+
+def test_tricks_rows_are_cumulative_with_the_papers_values():
+    study = get_study("tricks")
+    budget = study.budgets["default"]
+    arms = study.arms(budget)
+    names = [a.name for a in arms]
+    assert names == ["baseline", "large-batch", "zero-gamma", "no-bias-decay", "cosine",
+                     "label-smoothing", "mixup", "resnet-c", "resnet-d"]
+    base, big = arms[0].overrides, arms[1].overrides
+    assert base["optim.lr"] == 0.1 and base["optim.lr_scaling"] and \
+        base["optim.reference_batch"] == 256 and base["optim.weight_decay"] == 1e-4
+    assert big["train.batch_size"] == 4 * base["train.batch_size"]
+    assert big["schedule.warmup_epochs"] == pytest.approx(5 * budget.epochs / 120, abs=1e-3)
+    for prev, arm in zip(arms, arms[1:], strict=False):
+        changed = {k for k in arm.overrides if arm.overrides[k] != prev.overrides.get(k)}
+        assert changed, f"{arm.name} changes nothing"
+        assert set(prev.overrides) <= set(arm.overrides)  # cumulative: keeps every earlier trick
+    last = arms[-1].overrides
+    assert last["train.label_smoothing"] == 0.1 and last["augment.mixup_alpha"] == 0.2
+    assert last["train.epochs"] == round(budget.epochs * 200 / 120)
+    full = [a.name for a in study.arms(study.budgets["full"])]
+    assert "resnet-b" in full  # bottleneck nets get the B row
+
+
+def test_tricks_preset_holds_the_papers_values():
+    from lightship.recipe import build_recipe
+
+    r = build_recipe("tricks")
+    assert (r.optim.lr, r.optim.reference_batch, r.optim.weight_decay) == (0.1, 256, 1e-4)
+    assert r.optim.lr_scaling and r.optim.nesterov and r.optim.no_bias_decay
+    assert r.schedule.warmup_epochs == pytest.approx(5 * r.train.epochs / 120, abs=1e-3)
+    assert (r.train.label_smoothing, r.augment.mixup_alpha) == (0.1, 0.2)
+
+
+# ---------------------------------------------------------------- verdict wording
+
+
+def _fake(plan, values):
+    """cell.json-like records with given train CE (and fixed test top-1) per arm."""
+    out = {}
+    for c in plan.cells:
+        ce = values[c.arm] + 0.001 * (c.fold or 0) + 0.0005 * c.seed
+        out[c.rel] = {"arm": c.arm, "seed": c.seed, "fold": c.fold, "run": c.rel,
+                      "status": "finished", "test_top1": 98.0 + 0.01 * (c.fold or 0),
+                      "test_loss": 0.1, "train_ce": ce, "train_top1": 99.0, "n_train": 2500,
+                      "n_test": 2500, "train_loss": ce, "epochs": 10, "params": 1000,
+                      "macs": 1, "verdict": "converged", "wall_time_s": 1.0}
+    return out
+
+
+def test_degradation_verdicts_follow_the_numbers(tmp_path):
+    study = get_study("degradation")
+    plan = make_plan(study, "default", seeds=None, folds=None, data="mnist5k",
+                     out=tmp_path / "s", command="test")
+    paper_like = {"plain20": 0.05, "plain32": 0.08, "plain56": 0.15, "resnet20": 0.05,
+                  "resnet32": 0.04, "resnet56": 0.03, "resnet20-B": 0.05}
+    lines = study.verdicts(Analysis(plan, _fake(plan, paper_like)))
+    assert lines[0].startswith("agrees with He et al. 2016") and "rises at every step" in lines[0]
+    assert lines[1].startswith("agrees with") and lines[2].startswith("agrees with")
+    assert lines[3].startswith("agrees with") and "small difference" in lines[3]
+    reversed_ = dict(paper_like, plain20=0.15, plain56=0.05)
+    res = Analysis(plan, _fake(plan, reversed_))
+    lines = study.verdicts(res)
+    assert lines[0].startswith("does not agree with") and "-0.1000" in lines[0]
+    md = to_markdown(res, lines, {}, [])
+    assert "| plain-56 |" in md and "does not agree" in md and "| 4/4 |" in md
+
+
+def test_chosen_arms_only_train_those_and_judge_what_they_can(tmp_path):
+    study = get_study("degradation")
+    plan = make_plan(study, "default", seeds=6, folds=None, data="mnist5k", out=tmp_path / "s",
+                     command="test", arms=["resnet20", "resnet20-B"])
+    assert {c.arm for c in plan.cells} == {"resnet20", "resnet20-B"} and len(plan.cells) == 24
+    assert [a["name"] for a in plan.to_dict()["arms"]] == ["resnet20", "resnet20-B"]
+    res = Analysis(plan, _fake(plan, {"resnet20": 0.05, "resnet20-B": 0.05}))
+    lines = study.verdicts(res)
+    assert lines[0].startswith("not settled: plain-20 and plain-56")
+    assert "over 12 paired cells" in lines[-1] and lines[-1].startswith("agrees with")
+    assert {c.label for c, _ in res.comparisons} == {"shortcut B vs A at depth 20"}
+    longer = make_plan(get_study("tricks"), "default", seeds=None, folds=None, data="mnist5k",
+                       out=tmp_path / "t", command="test", arms=["mixup"], epochs=30)
+    r = longer.cells[0].recipe
+    assert r.train.epochs == 50 and r.schedule.warmup_epochs == pytest.approx(1.25)
+    assert longer.to_dict()["epochs"] == 30
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def _cmd(out: Path, jobs: int = 1) -> list[str]:
+    return [sys.executable, "-m", "lightship", "study", "underfit", "--budget", "quick",
+            "--data", DATA, "--out", str(out), "--jobs", str(jobs), "--no-progress"]
+
+
+def _stable(obj):
+    """study.json without what depends on the clock, the machine or the command line."""
+    if isinstance(obj, dict):
+        return {k: _stable(v) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list):
+        return [_stable(v) for v in obj]
+    return obj
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study") / "whole"
+    proc = subprocess.run(_cmd(out), env=_env(), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "6/6 cells" in proc.stdout
+    progress = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
+    assert [ln.split("]")[0] for ln in progress] == [f"[{i}/6" for i in range(1, 7)]
+    assert all("; eta " in ln for ln in progress)  # cells done / total and the ETA per line
+    return out
+
+
+def _snapshot(out: Path) -> dict[str, tuple[int, int]]:
+    snap = {}
+    for cell in (out / "cells").glob("*/*/cell.json"):
+        w = cell.parent / "weights.safetensors"
+        snap[str(cell.parent.relative_to(out))] = (w.stat().st_mtime_ns, w.stat().st_ino)
+    return snap
+
+
+@pytest.mark.timeout(1200)  # three short studies; minutes only when the machine is shared
+def test_killed_study_resumes_and_ends_like_an_uninterrupted_one(uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(out), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    victim = None
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            done = list((out / "cells").glob("*/*/cell.json"))
+            mid = [p.parents[1] for p in (out / "cells").glob("*/*/checkpoints/last.json")
+                   if not (p.parents[1] / "cell.json").exists()]
+            if done and mid:
+                os.killpg(proc.pid, signal.SIGKILL)  # mid-cell: checkpointed, not finished
+                victim = mid[0]
+                break
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert victim is not None, "the study ended before a cell could be killed mid-way"
+    finished = _snapshot(out)
+    assert finished and str(victim.relative_to(out)) not in finished
+
+    # The re-run also takes the parallel path: two worker processes, one torch thread each (as
+    # the reference's single process), must give the same numbers.
+    again = subprocess.run(_cmd(out, jobs=2), env=_env(), capture_output=True, text=True,
+                           timeout=1200)
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = _snapshot(out)
+    for cell, stamp in finished.items():
+        assert after[cell] == stamp, f"{cell} was trained again"
+    starts = [json.loads(line) for line in (victim / "metrics.jsonl").read_text().splitlines()
+              if '"kind": "start"' in line]
+    assert [s["resumed"] for s in starts] == [False, True], "the killed cell did not resume"
+    got = json.loads((out / "study.json").read_text())
+    want = json.loads((uninterrupted / "study.json").read_text())
+    assert got["complete"] and got["cells_done"] == 6
+    assert _stable(got) == _stable(want)
+    assert [s["jobs"] for s in got["sessions"]] == [2]  # the killed session wrote nothing
+
+
+def test_report_accepts_a_study_folder(uninterrupted, capsys):
+    before = json.loads((uninterrupted / "study.json").read_text())
+    assert main(["report", str(uninterrupted)]) == 0
+    out = capsys.readouterr().out
+    assert "refreshed" in out and "report.html" in out
+    html = (uninterrupted / "report.html").read_text()
+    assert html.count("s0-f0") >= 3  # one paired cell per arm
+    after = json.loads((uninterrupted / "study.json").read_text())
+    assert _stable(after) == _stable(before)
+    md = (uninterrupted / "study.md").read_text()
+    for needle in ("## Verdicts", "## Paired comparisons", "resnet8 ×0.125", "underfit.png"):
+        assert needle in md
+    assert (uninterrupted / "underfit.png").stat().st_size > 1000
+    assert len(list((uninterrupted / "curves").glob("*.png"))) == 3
