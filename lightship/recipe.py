@@ -338,9 +338,11 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
-        if self.schedule.warmup_epochs >= self.train.epochs:
+        # Equal is allowed: `--epochs 1` of a preset with one warmup epoch (`fast`, `default`)
+        # is a run that is all warmup (the schedule keeps one step after it), not an error.
+        if self.schedule.warmup_epochs > self.train.epochs:
             raise ValueError(
-                f"schedule.warmup_epochs ({self.schedule.warmup_epochs}) must be smaller than "
+                f"schedule.warmup_epochs ({self.schedule.warmup_epochs}) must not exceed "
                 f"train.epochs ({self.train.epochs})"
             )
         if self.augment.mix_off_epochs > self.train.epochs:

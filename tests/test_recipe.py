@@ -27,6 +27,8 @@ def test_fast_and_default_presets_hold_what_was_chosen_and_stay_device_agnostic(
         assert not r.train.compile
     assert fast.train.tta and fast.train.eval_every == fast.train.epochs == 6
     assert default.train.eval_every == 1 and default.train.epochs == 16
+    for name in ("fast", "default"):  # a 1-epoch smoke run of either is all warmup, not an error
+        assert build_recipe(name, ["train.epochs=1"]).schedule.warmup_epochs == 1
 
 
 def test_overrides_keep_types():
@@ -58,7 +60,7 @@ def test_round_trip_yaml(tmp_path):
     (["train.epochs=0"], ["train.epochs", "greater than or equal to 1"]),
     (["train.epochs=three"], ["train.epochs", "'three'", "integer"]),
     (["model.shortcut=C"], ["model.shortcut", "'A'", "'B'"]),
-    (["schedule.warmup_epochs=20", "train.epochs=5"], ["warmup_epochs", "smaller"]),
+    (["schedule.warmup_epochs=20", "train.epochs=5"], ["warmup_epochs", "exceed"]),
     (["optim.lr"], ["not key=value"]),
 ])
 def test_bad_recipes_name_key_value_and_fix(override, words):
