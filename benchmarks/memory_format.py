@@ -1,10 +1,10 @@
 """Per-layer memory format: forward + backward of each layer type in channels_last vs NCHW.
 
 The `channels_last: auto` choice was first made on whole-model numbers; this looks per layer
-(conv 3×3, conv 1×1, BatchNorm, ReLU, max-pool, global average pool) at the shapes lightship's
-small nets see on 28×28 digits, and on whole models. The two formats alternate, best-of-rounds
-time is kept (the least disturbed by other jobs on a shared machine), and the ratio
-channels_last / NCHW is printed: above 1 means channels_last is slower.
+(conv 3×3, conv 1×1, BatchNorm, ReLU, max-pool, global average and max pool) at the shapes
+lightship's small nets see on 28×28 digits, and on whole models. The two formats alternate,
+best-of-rounds time is kept (the least disturbed by other jobs on a shared machine), and the
+ratio channels_last / NCHW is printed: above 1 means channels_last is slower.
 
     python benchmarks/memory_format.py [--batch 128] [--rounds 5] [--threads 2]
 """
@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--inner", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", nargs="*",
-                    default=["fastcnn", "fastcnn16-4", "cnn", "resnet8", "resnet20"])
+                    default=["fastcnn", "fastcnn24-4", "cnn", "resnet8", "resnet20"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     b = args.batch
@@ -80,6 +80,7 @@ def main() -> None:
         ("ReLU 16 @28", lambda: nn.ReLU(), (b, 16, 28, 28)),
         ("MaxPool2 16 @28", lambda: nn.MaxPool2d(2), (b, 16, 28, 28)),
         ("AvgPool(1) 64 @7", lambda: nn.AdaptiveAvgPool2d(1), (b, 64, 7, 7)),
+        ("MaxPool(1) 64 @7", lambda: nn.AdaptiveMaxPool2d(1), (b, 64, 7, 7)),
     ]
     print(f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, "
           f"{torch.get_num_threads()} threads, batch {b}, forward+backward, best of "

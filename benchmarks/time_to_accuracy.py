@@ -14,6 +14,10 @@ evaluation of every run, final results marked) to docs/time_to_accuracy.png.
     python benchmarks/time_to_accuracy.py                 # fast, default, baseline × 5 seeds
     python benchmarks/time_to_accuracy.py --quick         # fast and default, 2 seeds, no plot
     python benchmarks/time_to_accuracy.py --seeds 0 1 2 --recipes fast default --threads 2
+
+A smoke run of the whole script (every recipe, table, ratios, plot; accuracies meaningless, ~1 min
+on a quiet machine): ``--seeds 0 --set train.epochs=2 --set data.fraction=0.1 --plot /tmp/p.png``.
+The full run (3 recipes × 5 seeds, ~15–20 min) needs a quiet machine: its wall times are the result.
 """
 
 from __future__ import annotations
