@@ -174,6 +174,13 @@ def test_fast_recipe_validates_and_trains_on_tiny_data(tmp_path):
     assert res.summary["test_top1"] > 100 / 3  # above chance on the learnable patterns
     times = [r["time"] for r in recs]  # wall timestamps on every record, in order
     assert all(isinstance(t, float) for t in times) and times == sorted(times)
+    from lightship.evaluate import evaluate_target
+    from lightship.runs import read_records
+
+    assert read_records(res.run_dir).terms() == []  # a timestamp is not a loss term
+    again = evaluate_target(res.run_dir)  # `lightship eval` of the run evaluates with its TTA
+    assert again.test_top1 == evals[-1]["test_top1"]
+    assert again.test_loss == pytest.approx(evals[-1]["test_loss"], rel=1e-5)
 
 
 def test_tta_averages_softmax_over_the_image_and_four_translations():
