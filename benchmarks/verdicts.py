@@ -1,7 +1,7 @@
 """The convergence verdict on real runs: three MNIST-5k runs whose honest verdicts differ.
 
 1. a short constant-LR run (resnet8, 4 epochs): the loss is still falling;
-2. a full cosine run (the default recipe, resnet8, 20 epochs): it has converged;
+2. a full cosine run (the baseline recipe, resnet8, 20 epochs): it has converged;
 3. a tiny student (cnn4, 1.7 k parameters, 20 epochs cosine) judged against run 2 as the
    reference: its loss floor sits far above the heavy net's with train ≈ test, i.e. underfitting.
 
@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--data", default="mnist5k")
     args = ap.parse_args()
     for name, sets in RUNS.items():
-        recipe = build_recipe("default", [f"data.name={args.data}", *sets,
-                                          f"run.dir={args.out}", f"run.name={name}"])
+        recipe = build_recipe("baseline", [f"data.name={args.data}", *sets,
+                                           f"run.dir={args.out}", f"run.name={name}"])
         train(recipe, overwrite=True, progress=False, quiet=True)
     reference = read_records(Path(args.out) / "cosine-full")
     for name in RUNS:

@@ -30,7 +30,7 @@ def build_augment(recipe: Recipe, info: DatasetInfo) -> Augment:
     cfg = recipe.augment
     pad = max(1, info.input_size // 8) if cfg.crop_padding == "auto" else int(cfg.crop_padding)
     hflip = info.hflip_ok if cfg.hflip == "auto" else bool(cfg.hflip)
-    return Augment(crop_padding=pad, hflip=hflip, cutout=cfg.cutout)
+    return Augment(crop_padding=pad, hflip=hflip, cutout=cfg.cutout, rotate=cfg.rotate)
 
 
 def build_model(recipe: Recipe, num_classes: int, in_chans: int, input_size: int) -> nn.Module:
@@ -82,13 +82,13 @@ def check_teacher_cache(recipe: Recipe, augment: Augment, quiet: bool) -> None:
     """Cached teacher logits are right only when every epoch shows the same images."""
     a, method = recipe.augment, recipe.method
     on = [name for name, value in [("crop", augment.crop_padding), ("hflip", augment.hflip),
-                                   ("cutout", augment.cutout), ("mixup", a.mixup_alpha),
-                                   ("cutmix", a.cutmix_alpha)] if value]
+                                   ("cutout", augment.cutout), ("rotate", augment.rotate),
+                                   ("mixup", a.mixup_alpha), ("cutmix", a.cutmix_alpha)] if value]
     if on:
         raise UserError(f"method.teacher.cache needs augmentation off, but {', '.join(on)} is on: "
                         "each augmented view needs its own teacher output; set "
-                        "augment.crop_padding=0, augment.hflip=false, augment.cutout=0, no "
-                        "mixup/cutmix, or drop the cache")
+                        "augment.crop_padding=0, augment.hflip=false, augment.cutout=0, "
+                        "augment.rotate=0, no mixup/cutmix, or drop the cache")
     other = [term for term in method.terms if TERMS[term].needs_teacher_features]
     if other or method.teacher.train_bn:
         why = f"{'/'.join(other)} needs teacher features" if other else "train-mode BatchNorm " \

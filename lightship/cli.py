@@ -20,8 +20,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-r", "--recipe", help="preset (baseline, tricks, default) or a YAML file; "
-                   "default: the default preset")
+    p.add_argument("-r", "--recipe", help="preset (baseline, tricks, fast, default) or a YAML "
+                   "file; default: the default preset")
     p.add_argument("--data", help="dataset name or path (sets data.name)")
     p.add_argument("--model", help="model name (sets model.name); `lightship models` lists them")
     p.add_argument("--epochs", type=int, help="sets train.epochs")

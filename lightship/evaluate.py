@@ -18,11 +18,16 @@ if TYPE_CHECKING:
     from lightship.train.precision import Precision
 
 
-def evaluate(model: nn.Module, data: Any, prec: Precision, batch_size: int = 512
-             ) -> dict[str, float]:
-    """Top-1, top-5 and mean CE loss on the test split (model put in eval mode, then restored)."""
+def evaluate(model: nn.Module, data: Any, prec: Precision, batch_size: int = 512,
+             tta: bool = False) -> dict[str, float]:
+    """Top-1, top-5 and mean CE loss on the test split (model put in eval mode, then restored).
+
+    ``tta``: predict with the mean softmax over each image and its four 1-pixel translations
+    (``train.tta``); top-k and the loss then read the log of that mean probability."""
     import torch
     import torch.nn.functional as F
+
+    from lightship.data.augment import translations
 
     was_training = model.training
     model.eval()
@@ -30,8 +35,10 @@ def evaluate(model: nn.Module, data: Any, prec: Precision, batch_size: int = 512
     with torch.inference_mode():
         for x, y in data.test_batches(batch_size, channels_last=prec.channels_last):
             with prec.autocast():
-                logits = model(x)
-            logits = logits.float()
+                logits = model(x).float()
+                if tta:
+                    probs = sum(model(v).float().softmax(1) for v in translations(x))
+                    logits = ((probs + logits.softmax(1)) / 5).log()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             k = min(5, logits.shape[1])
             hit = logits.topk(k, dim=1).indices == y[:, None]
@@ -90,6 +97,7 @@ def evaluate_target(target: Path | str, data: str | None = None, batch_size: int
     prec = choose_precision("auto", "auto", dev)
     model = model.to(dev, memory_format=prec.memory_format)
     dataset.to(dev)
-    res = evaluate(model, dataset, prec, batch_size)
+    tta = src.recipe.train.tta if src.recipe is not None else False  # as the run evaluated
+    res = evaluate(model, dataset, prec, batch_size, tta=tta)
     return EvalResult(model=src.name, data=info.name, n_test=info.n_test, weights=src.weights,
                       **res)

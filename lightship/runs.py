@@ -3,7 +3,8 @@
 ```
 runs/<name>/
   recipe.yaml        the full recipe (re-run: `lightship train --recipe runs/<name>/recipe.yaml`)
-  metrics.jsonl      one JSON object per step ("kind": "step") and per evaluation ("kind": "eval")
+  metrics.jsonl      one JSON object per step ("kind": "step") and per evaluation ("kind": "eval"),
+                     each with its wall-clock "time" (Unix seconds) for time-to-accuracy
   checkpoints/       step-<N>.safetensors + step-<N>.state.pt, and last.json pointing at the pair
   weights.safetensors  the final model (EMA weights when EMA is on), with preprocessing metadata
   summary.json       final numbers
@@ -32,7 +33,7 @@ from lightship.fileio import TMP_MARK, atomic_write_json, pid_alive
 
 # Record kinds and keys of metrics.jsonl.
 START, STEP, EVAL = "start", "step", "eval"
-STEP_FIELDS = ("kind", "step", "epoch", "loss", "lr", "grad_norm", "ips")
+STEP_FIELDS = ("kind", "step", "epoch", "loss", "lr", "grad_norm", "ips", "time")
 """Step-record keys that are not loss terms; every other number in a step record is a term."""
 
 

@@ -512,3 +512,28 @@ def test_mixup_and_cutmix_targets():
     y0, y1, x0, x1 = cutmix_box(10, 10, 0.75, g)
     assert 0 <= y0 < y1 <= 10 and 0 <= x0 < x1 <= 10
     one_line_error(lambda: mixup(x, y, n, 0.0, g), "alpha")
+
+
+def test_rotation_turns_images_about_the_centre_and_keeps_the_other_draws():
+    from lightship.data.augment import augment_batch, make_generator, rotate_batch
+
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 6] = 1.0  # two pixels right of the centre
+    quarter = rotate_batch(x, torch.tensor([90.0]), torch.zeros(1, 1, 1, 1))
+    assert quarter[0, 0].argmax().item() in (2 * 9 + 4, 6 * 9 + 4)  # now above or below it
+    assert rotate_batch(x, torch.tensor([0.0]), torch.zeros(1, 1, 1, 1)).equal(x)
+    # the corners a turn uncovers get the fill (black after normalisation), not zeros
+    fill = torch.full((1, 1, 1, 1), -0.5)
+    turned = rotate_batch(torch.full((1, 1, 9, 9), -0.5), torch.tensor([45.0]), fill)
+    assert torch.allclose(turned, fill.expand_as(turned))
+    u8 = torch.randint(0, 256, (4, 1, 12, 12), dtype=torch.uint8)
+    scale, shift = torch.full((1, 1, 1, 1), 1 / 255), torch.zeros(1, 1, 1, 1)
+    plain = augment_batch(u8, Augment(crop_padding=2), make_generator(0, 0, 0, 5), scale, shift)
+    again = augment_batch(u8, Augment(crop_padding=2), make_generator(0, 0, 0, 5), scale, shift)
+    turned = augment_batch(u8, Augment(crop_padding=2, rotate=10), make_generator(0, 0, 0, 5),
+                           scale, shift)
+    assert plain.equal(again) and not plain.equal(turned)
+    zero = augment_batch(u8, Augment(crop_padding=2, rotate=0), make_generator(0, 0, 0, 5),
+                         scale, shift)
+    assert zero.equal(plain)  # rotate 0 leaves existing recipes bit-identical
+    one_line_error(lambda: Augment(rotate=200), "rotate")

@@ -14,7 +14,21 @@ def test_presets_differ_in_the_tricks():
     assert base.schedule.warmup_epochs == 0 and tricks.schedule.warmup_epochs > 0
     assert tricks.augment.mixup_alpha > 0
     assert build_recipe(None) == build_recipe("default") == build_recipe(PRESETS["default"])
-    assert build_recipe("default") == build_recipe("baseline")  # measured winner on MNIST-5k
+
+
+def test_fast_and_default_presets_hold_what_was_chosen_and_stay_device_agnostic():
+    fast, default = build_recipe("fast"), build_recipe("default")
+    assert fast.model.name == "fastcnn" and default.model.name == "fastcnn24-4"
+    for r in (fast, default):
+        assert r.schedule.name == "linear" and r.schedule.warmup_epochs == 1
+        assert r.train.label_smoothing == 0.1 and r.optim.nesterov and r.optim.no_bias_decay
+        # nothing tuned for one device: precision, memory format and device resolve per device
+        assert (r.train.precision, r.train.channels_last, r.train.device) == ("auto",) * 3
+        assert not r.train.compile
+    assert fast.train.tta and fast.train.eval_every == fast.train.epochs == 6
+    assert default.train.eval_every == 1 and default.train.epochs == 16
+    for name in ("fast", "default"):  # a 1-epoch smoke run of either is all warmup, not an error
+        assert build_recipe(name, ["train.epochs=1"]).schedule.warmup_epochs == 1
 
 
 def test_overrides_keep_types():
@@ -46,7 +60,7 @@ def test_round_trip_yaml(tmp_path):
     (["train.epochs=0"], ["train.epochs", "greater than or equal to 1"]),
     (["train.epochs=three"], ["train.epochs", "'three'", "integer"]),
     (["model.shortcut=C"], ["model.shortcut", "'A'", "'B'"]),
-    (["schedule.warmup_epochs=20", "train.epochs=5"], ["warmup_epochs", "smaller"]),
+    (["schedule.warmup_epochs=20", "train.epochs=5"], ["warmup_epochs", "exceed"]),
     (["optim.lr"], ["not key=value"]),
 ])
 def test_bad_recipes_name_key_value_and_fix(override, words):

@@ -159,3 +159,52 @@ def test_ema_weights_are_saved_and_evaluated(tmp_path):
     key = next(k for k in raw if k.endswith("weight"))
     assert not torch.equal(saved[key], raw[key])  # the average, not the last step's weights
     assert torch.equal(saved[key], res.model.state_dict()[key].cpu())
+
+
+def test_fast_recipe_validates_and_trains_on_tiny_data(tmp_path):
+    r = build_recipe("fast", ["data.name=synthetic:n=96,classes=3,size=8,channels=1",
+                              "train.epochs=2", "train.batch_size=16", f"run.dir={tmp_path}",
+                              "run.name=f"])
+    res = train(r, progress=False, quiet=True)
+    assert res.summary["status"] == "finished" and res.summary["model"] == "fastcnn"
+    recs = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in recs if r["kind"] == "eval"]
+    assert [e["epoch"] for e in evals] == [1, 2] and "test_top1" in evals[-1]
+    assert "test_top1" not in evals[0]  # evaluated once, at the end (eval_every = epochs)
+    assert res.summary["test_top1"] > 100 / 3  # above chance on the learnable patterns
+    times = [r["time"] for r in recs]  # wall timestamps on every record, in order
+    assert all(isinstance(t, float) for t in times) and times == sorted(times)
+    from lightship.evaluate import evaluate_target
+    from lightship.runs import read_records
+
+    assert read_records(res.run_dir).terms() == []  # a timestamp is not a loss term
+    again = evaluate_target(res.run_dir)  # `lightship eval` of the run evaluates with its TTA
+    assert again.test_top1 == evals[-1]["test_top1"]
+    assert again.test_loss == pytest.approx(evals[-1]["test_loss"], rel=1e-5)
+
+
+def test_tta_averages_softmax_over_the_image_and_four_translations():
+    from lightship.data.augment import translations
+    from lightship.evaluate import evaluate
+    from lightship.train.precision import choose_precision
+
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 2, 3] = 1.0
+    moved = sorted((v[0, 0] == 1).nonzero().tolist()[0] for v in translations(x))
+    assert moved == [[1, 3], [2, 2], [2, 4], [3, 3]]  # one pixel up, left, right, down
+
+    class Data:  # one test image of class 0
+        def test_batches(self, batch_size, channels_last=False):
+            return iter([(x, torch.tensor([0]))])
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(25, 3))
+    prec = choose_precision("fp32", False, torch.device("cpu"))
+    views = [x, *translations(x)]
+    with torch.no_grad():
+        p = torch.stack([model(v).softmax(1) for v in views]).mean(0)
+    out = evaluate(model, Data(), prec, tta=True)
+    assert out["test_loss"] == pytest.approx(-p[0, 0].log().item(), rel=1e-5)
+    plain = evaluate(model, Data(), prec)
+    with torch.no_grad():
+        assert plain["test_loss"] == pytest.approx(
+            -model(x).log_softmax(1)[0, 0].item(), rel=1e-5)

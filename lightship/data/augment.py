@@ -47,11 +47,14 @@ class Augment:
     pixels (0 = off). ``hflip``: mirror half of the images left-right. ``cutout``: zero a square of
     this side (DeVries & Taylor 2017) whose centre is uniform over the image, clipped at the
     borders; 0 = off. Padding and cutout both write pixel value 0 (black) before normalisation.
+    ``rotate``: turn each image about its centre by an angle uniform in ±rotate degrees
+    (bilinear, black fills the corners); 0 = off. Applied last, on the normalised floats.
     """
 
     crop_padding: int = 0
     hflip: bool = False
     cutout: int = 0
+    rotate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("crop_padding", "cutout"):
@@ -59,11 +62,13 @@ class Augment:
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
                 raise UserError(f"{name} {value!r} must be a whole number of pixels >= 0 "
                                 "(0 = off)")
+        if not 0 <= self.rotate <= 180:
+            raise UserError(f"rotate {self.rotate!r} must be between 0 and 180 degrees (0 = off)")
 
     @property
     def active(self) -> bool:
         """Whether any augmentation is switched on."""
-        return bool(self.crop_padding or self.hflip or self.cutout)
+        return bool(self.crop_padding or self.hflip or self.cutout or self.rotate)
 
 
 class AugmentParams(NamedTuple):
@@ -148,9 +153,40 @@ def norm_constants(mean: tuple[float, ...], std: tuple[float, ...],
     return scale.float().to(device), shift.float().to(device)
 
 
+def translations(x: Tensor, pixels: int = 1) -> list[Tensor]:
+    """The batch shifted by ``pixels`` down, up, right and left (edges repeated into the gap),
+    in ``x``'s memory format: the views test-time augmentation averages over. Translations only:
+    a flip would change what a digit means."""
+    n, c, h, w = x.shape
+    p = pixels
+    fmt = (torch.channels_last if c > 1 and x.is_contiguous(memory_format=torch.channels_last)
+           else torch.contiguous_format)
+    padded = F.pad(x, (p, p, p, p), mode="replicate")
+    return [padded[:, :, p + dy:p + dy + h, p + dx:p + dx + w].contiguous(memory_format=fmt)
+            for dy, dx in ((-p, 0), (p, 0), (0, -p), (0, p))]  # view[i] = x[i + dy]
+
+
+def rotate_batch(x: Tensor, degrees: Tensor, fill: Tensor) -> Tensor:
+    """Turn each image of a float batch (N, C, H, W) about its centre by its angle in ``degrees``
+    (CPU, length N), bilinear, with ``fill`` (1, C, 1, 1) where no source pixel lands."""
+    rad = degrees.to(torch.float32) * (torch.pi / 180.0)
+    cos, sin, zero = rad.cos(), rad.sin(), torch.zeros_like(rad)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    # zeros padding of (x - fill) puts exactly `fill` outside the source image
+    return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False) + fill
+
+
 def augment_batch(x: Tensor, augment: Augment, generator: torch.Generator, scale: Tensor,
                   shift: Tensor, channels_last: bool = False) -> Tensor:
     """Augment and normalise a uint8 batch (N, C, H, W) on its device; returns float32."""
     n, _, h, w = x.shape
     params = draw_params(n, h, w, augment, generator)
-    return normalise(apply_params(x, params, augment), scale, shift, channels_last)
+    out = normalise(apply_params(x, params, augment), scale, shift, channels_last)
+    if augment.rotate:  # drawn after the other draws, so those stay as they were without it
+        degrees = (torch.rand(n, generator=generator) * 2 - 1) * augment.rotate
+        out = rotate_batch(out, degrees, shift)  # black (pixel 0) normalises to `shift`
+        if channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+    return out

@@ -4,7 +4,7 @@ One module per job: :mod:`~lightship.diagnose.floor` (floor fitting), :mod:`.sig
 curve's symptoms), :mod:`.decide` (the decision, :func:`verdict`), :mod:`.wording` (reasons and
 suggestions), :mod:`.result` (the typed :class:`Verdict` and :class:`Numbers`), :mod:`.judge`
 (a run folder's verdict). Names load on first use (PEP 562), so ``import lightship`` does not pay
-for numpy and scipy.
+for numpy.
 """
 
 _NAMES = {"LABELS": "result", "Verdict": "result", "Numbers": "result", "fit_floor": "floor",

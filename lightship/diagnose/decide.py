@@ -45,7 +45,7 @@ test except divergence; with ``mix_off_epochs`` the final clean-target epochs ar
 plateau test and the fit (their train loss drops because the targets changed).
 
 Reported signals: the training-loss floor from :func:`fit_floor` (three curve families fitted
-with ``scipy.optimize.curve_fit``, bootstrap intervals, expected further drop, epochs to go; on
+by least squares, bootstrap intervals, expected further drop, epochs to go; on
 a step schedule only the segment after the last lr drop); the test−train gap at the end and its
 trend over the last ``max(5, 2·patience)`` evaluations (rising/falling only when the change
 exceeds 5 % of the test loss and the slope 2 standard errors); train/test slopes; the

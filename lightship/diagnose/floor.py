@@ -1,9 +1,9 @@
 """Floor fitting: where a training-loss curve is heading.
 
 Three families ``y = a·g(t; b) + c`` (exponential, power, log-power) are fitted by profiling the
-rate ``b`` on a grid and solving ``a, c`` by least squares, refined with
-``scipy.optimize.curve_fit``; bootstrap resampling of the residuals gives an interval for the
-floor ``c``, and the fitted curve the epochs to reach it.
+rate ``b`` on a grid and solving ``a, c`` by least squares, refined by a golden-section search
+over ``b`` (no scipy: a training run does not pay for importing it); bootstrap resampling of the
+residuals gives an interval for the floor ``c``, and the fitted curve the epochs to reach it.
 """
 
 from __future__ import annotations
@@ -91,30 +91,59 @@ def _profile(fam: _Family, t: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 
 def _fit(fam: _Family, t: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """curve_fit (bounded) from the profile's global start, so it cannot land in a poor local
-    minimum; a failed polish keeps the start."""
-    import warnings
+    """Least-squares (a, b, c) within the bounds. For a fixed b the model is linear in (a, c),
+    solved exactly (variable projection), so the fit is a search over b alone: the best point of
+    the b grid (global, so no poor local minimum), then a golden-section search between its two
+    grid neighbours. This replaced a bounded ``scipy.optimize.curve_fit`` polish from the same
+    start (the same optimum to its tolerance): importing scipy.optimize cost every
+    `lightship train` about 15 % of an `import torch` at the end of the run."""
+    grid = fam.b_grid
+    sse = _solve(fam, t, y, grid)[0]
+    i = int(np.argmin(sse))
+    lo, hi = math.log(grid[max(i - 1, 0)]), math.log(grid[min(i + 1, len(grid) - 1)])
 
-    from scipy.optimize import OptimizeWarning, curve_fit
+    def f(x: float) -> float:
+        return float(_solve(fam, t, y, np.array([math.exp(x)]))[0][0])
 
-    start = _profile(fam, t, y[:, None])[:, 0]
-    start = np.clip(np.nan_to_num(start, neginf=_LOW[2]), np.array(_LOW) + 1e-9,
-                    np.array(_HIGH) - 1e-9)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OptimizeWarning)
-            params, _ = curve_fit(fam.model, t, y, p0=start, jac=fam.jacobian,
-                                  bounds=(_LOW, _HIGH))
-    except (RuntimeError, ValueError):
-        return start
-    return params
+    inv_phi = (math.sqrt(5.0) - 1.0) / 2.0
+    x1, x2 = hi - inv_phi * (hi - lo), lo + inv_phi * (hi - lo)
+    f1, f2 = f(x1), f(x2)
+    for _ in range(48):  # the bracket shrinks to ~1e-10 of two grid steps
+        if f1 <= f2:
+            hi, x2, f2 = x2, x1, f1
+            x1 = hi - inv_phi * (hi - lo)
+            f1 = f(x1)
+        else:
+            lo, x1, f1 = x1, x2, f2
+            x2 = lo + inv_phi * (hi - lo)
+            f2 = f(x2)
+    best = min((float(sse[i]), float(grid[i])), (f1, math.exp(x1)), (f2, math.exp(x2)))[1]
+    _, a, c = _solve(fam, t, y, np.array([best]))
+    return np.array([a[0], best, c[0]])
+
+
+def _solve(fam: _Family, t: np.ndarray, y: np.ndarray,
+           bs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sse, a, c) for each b in ``bs``: the least-squares a ≥ 0 and c in [_LOW, _HIGH]."""
+    g = np.stack([fam.basis(t, b) for b in bs])                     # bs × n
+    gc, yc = g - g.mean(axis=1, keepdims=True), y - y.mean()
+    a = np.maximum(gc @ yc, 0.0) / np.maximum(np.sum(gc ** 2, axis=1), 1e-300)
+    c = y.mean() - a * g.mean(axis=1)
+    out = (c < _LOW[2]) | (c > _HIGH[2])  # the floor at its bound: a alone is free there
+    if out.any():
+        c = np.clip(c, _LOW[2], _HIGH[2])
+        a_bound = np.maximum(g @ y - c * g.sum(axis=1), 0.0) / np.maximum(
+            np.sum(g ** 2, axis=1), 1e-300)
+        a = np.where(out, a_bound, a)
+    r = y[None, :] - a[:, None] * g - c[:, None]
+    return np.sum(r ** 2, axis=1), a, c
 
 
 def _bootstrap_floors(fam: _Family, t: np.ndarray, params: np.ndarray, resid: np.ndarray,
                       rng: np.random.Generator) -> np.ndarray:
     """Floors refitted on fitted + resampled residuals (scaled up by √(n/(n−3)): fitted residuals
     underestimate the noise). Refits use the b-grid profile, vectorized over resamples:
-    milliseconds instead of a curve_fit call per resample."""
+    milliseconds instead of a least-squares search per resample."""
     n = len(t)
     fitted = fam.model(t, *params)
     scaled = resid * math.sqrt(n / max(n - 3, 1))
@@ -122,7 +151,7 @@ def _bootstrap_floors(fam: _Family, t: np.ndarray, params: np.ndarray, resid: np
     floors = _profile(fam, t, np.column_stack([fitted, ys]))[2]
     if not math.isfinite(floors[0]):
         return floors[1:]
-    # Recentre on curve_fit's floor by the grid's own answer for the noise-free fitted curve:
+    # Recentre on the fitted floor by the grid's own answer for the noise-free fitted curve:
     # c and b are strongly correlated, and this cancels the grid's discretization of b.
     return floors[1:] - floors[0] + params[2]
 
@@ -156,7 +185,7 @@ def fit_floor(epochs: Sequence[float], losses: Sequence[float]) -> dict[str, Any
 
     Families (``t`` = epochs since the window start, from 1): exponential ``a·exp(−b·t)+c``,
     power law ``a·t^(−b)+c`` and log-power ``a·ln(1+t)^(−b)+c`` (slower than any power: the
-    pessimistic one). Each is fitted by ``curve_fit`` from the best start on a grid of b (a and c
+    pessimistic one). Each is fitted by least squares: the best b of a grid, refined (a and c
     solved exactly there), on losses normalized by their range. Its floor ``c`` gets a 95 %
     bootstrap interval (150 resamples of the scaled residuals, seeded: deterministic). The
     families *agree* when each plausible family's floor (rmse ≤ 2x the best + 1 % of the range)

@@ -6,6 +6,7 @@ Every model has ``stage_names``, ``forward_features(x)`` (pre-pool feature map),
 """
 
 from lightship.models.external import ExternalModel
+from lightship.models.fast import FastCNN
 from lightship.models.mobilenet import MobileNetV1, MobileNetV2
 from lightship.models.norm import NORMS, check_norm, make_norm
 from lightship.models.registry import create_model, list_models, model_stats
@@ -15,7 +16,7 @@ from lightship.models.taps import Taps
 from lightship.models.wrn import WideResNet
 
 __all__ = [
-    "NORMS", "SHORTCUTS", "VARIANTS", "CifarResNet", "ExternalModel", "MobileNetV1",
+    "NORMS", "SHORTCUTS", "VARIANTS", "CifarResNet", "ExternalModel", "FastCNN", "MobileNetV1",
     "MobileNetV2", "ResNet", "SmallCNN", "Taps", "WideResNet", "check_norm", "create_model",
     "list_models", "make_norm", "model_stats",
 ]

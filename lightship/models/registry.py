@@ -9,6 +9,8 @@ Name grammar (built-in names are case-insensitive):
   its first S stages (``wrn-40-1-s2``: the light net of Rocket Launching's ``bottom`` layout).
 - ``mobilenet_v1`` / ``mobilenet_v2``, optionally ``_x{width}`` (``mobilenet_v2_x0.5``).
 - ``cnn`` / ``cnn{W}``: the small CNN with first-conv width W (``cnn`` = 16).
+- ``fastcnn`` / ``fastcnn{W}`` / ``fastcnn{W}-{N}``: the pool-then-normalise CNN built for time
+  to accuracy, first-conv width W (default 16) and N convolutions (default 3).
 - ``timm:NAME`` / ``torchvision:NAME``: randomly initialised external models.
 
 Options a family cannot honour raise UserError when set away from their default, except
@@ -31,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lightship.errors import UserError, closest
 from lightship.models.external import create_timm, create_torchvision
+from lightship.models.fast import FastCNN
 from lightship.models.mobilenet import MobileNetV1, MobileNetV2
 from lightship.models.norm import check_norm
 from lightship.models.resnet import (
@@ -53,7 +56,7 @@ _MODELS = [
     "wrn-16-1", "wrn-16-2", "wrn-16-4", "wrn-28-10", "wrn-40-1", "wrn-40-2",
     "wrn-40-1-s2",
     "mobilenet_v1", "mobilenet_v1_x0.5", "mobilenet_v2", "mobilenet_v2_x0.5",
-    "cnn", "cnn4", "cnn8", "cnn32",
+    "cnn", "cnn4", "cnn8", "cnn32", "fastcnn", "fastcnn16-4", "fastcnn24-4",
 ]
 
 
@@ -94,6 +97,10 @@ def _parse(name: str) -> _Spec | None:
     if m := re.fullmatch(r"cnn(\d+)?", name):
         base = int(m[1] or 16)
         return _Spec("cnn", SmallCNN, {"base_width": base}) if base >= 1 else None
+    if m := re.fullmatch(r"fastcnn(\d+)?(?:-(\d+))?", name):
+        base, convs = int(m[1] or 16), int(m[2] or 3)
+        return _Spec("fastcnn", FastCNN, {"base_width": base, "convs": convs}) if (
+            base >= 1 and convs >= 3) else None
     return None
 
 

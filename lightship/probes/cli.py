@@ -118,7 +118,8 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p = actions.add_parser(
         "noise-scale", help="simple gradient noise scale B_simple (McCandlish et al. 2018) and "
         "a batch size")
-    p.add_argument("-r", "--recipe", help="preset (baseline, tricks, default) or a YAML file")
+    p.add_argument("-r", "--recipe", help="preset (baseline, tricks, fast, default) or a YAML "
+                   "file")
     p.add_argument("--data", help="dataset name or path (sets data.name)")
     p.add_argument("--model", help="model name (sets model.name)")
     p.add_argument("--batch-size", type=int,

@@ -294,7 +294,7 @@ def run_epochs(loop: Loop, stats: dict[str, int], start: dict[str, Any],
                "channels_last": prec.channels_last, "lr_peak": loop.lr_peak,
                "steps_per_epoch": loop.steps_per_epoch,
                "augment": vars(loop.augment), "method": loop.recipe.method.name,
-               "world_size": loop.world.size, **start}])
+               "world_size": loop.world.size, "time": time.time(), **start}])
     stop_epoch = epochs if stop_after_epochs is None else min(epochs,
                                                               state.epoch + stop_after_epochs)
     loop.progress.start(state.epoch)
@@ -401,7 +401,7 @@ def train_step(loop: Loop, x: Tensor, y: Tensor, mix_index: int | None
         state.ema.update_parameters(state.model)
     state.step += 1
     record = {"kind": "step", "step": state.step, "epoch": state.epoch + 1, "loss": loss_value,
-           "lr": lr, "grad_norm": gnorm_value, "ips": 0.0}
+           "lr": lr, "grad_norm": gnorm_value, "ips": 0.0, "time": time.time()}
     logged = dict(zip(terms, values, strict=True)) | ({"side": side} if side is not None else {})
     if len(logged) > 1:  # a CE-only objective logs only the total
         record.update(logged)
@@ -429,9 +429,10 @@ def end_epoch(loop: Loop, stats: EpochStats, stop_epoch: int) -> None:
     loop.log(stats.records)
     if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
         result = evaluate(state.ema.module if state.ema is not None else state.model,
-                          loop.data, prec)
+                          loop.data, prec, tta=cfg.tta)
         for name, partner in loop.objective.evaluated().items():
-            result[f"{name}_test_top1"] = evaluate(partner, loop.data, prec)["test_top1"]
+            result[f"{name}_test_top1"] = evaluate(partner, loop.data, prec,
+                                                   tta=cfg.tta)["test_top1"]
         state.note_eval(result)
     steps = max(len(stats.records), 1)
     record = {"kind": "eval", "step": state.step, "epoch": state.epoch,
@@ -439,7 +440,7 @@ def end_epoch(loop: Loop, stats: EpochStats, stop_epoch: int) -> None:
            **state.last_eval,
            **({"train_ce": stats.ce_sum / steps} if len(loop.objective.term_names) > 1 else {}),
            "lr": state.optimizer.param_groups[0]["lr"], "epoch_time": stats.train_time,
-           "ips": seen / max(stats.train_time, 1e-9)}
+           "ips": seen / max(stats.train_time, 1e-9), "time": time.time()}
     loop.log([record])
     loop.last_rec = record
     loop.progress.epoch_end(state.epoch, record)

@@ -1,4 +1,7 @@
-"""Progress display: a rich bar on a terminal, plain lines otherwise (logs, CI, pipes)."""
+"""Progress display: a rich bar on a terminal, plain lines otherwise (logs, CI, pipes).
+
+rich is imported only when the bar is shown: plain-line runs do not pay its import at start-up.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as RichProgress
 
 
 def _fmt_time(seconds: float) -> str:
@@ -32,8 +25,7 @@ class Progress:
         self.quiet = quiet
         self.rich = (sys.stderr.isatty() if enabled is None else enabled) and not quiet
         self.title = title
-        self.console = Console(stderr=True)
-        self._bar: RichProgress | None = None
+        self._bar = None
         self._task = None
         self._t0 = time.perf_counter()
 
@@ -41,10 +33,20 @@ class Progress:
         self._t0 = time.perf_counter()
         self._start_epoch = epoch
         if self.rich:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
             self._bar = RichProgress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=self.console, transient=False)
+                console=Console(stderr=True), transient=False)
             total = self.total_epochs * self.steps_per_epoch
             self._task = self._bar.add_task(self.title, total=total, info="",
                                             completed=epoch * self.steps_per_epoch)
