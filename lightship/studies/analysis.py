@@ -308,6 +308,31 @@ def to_markdown(res: Analysis, verdicts: list[str], wall: dict[str, Any],
     return "\n".join(lines) + "\n"
 
 
+def differences_figure(rows: dict[str, list[tuple[str, Paired | None]]], xlabel: str,
+                       title: str, fontsize: int = 8) -> Any:
+    """Paired differences with their 95 % intervals, one panel for test top-1 and one for train
+    CE: ``rows`` maps each metric to (label, difference) rows; rows without a difference are
+    left out."""
+    from matplotlib.ticker import AutoLocator
+
+    from lightship.report.html import _figure
+
+    fig, axes = _figure(1, 2, 3.8)
+    for ax, metric, unit in ((axes[0][0], "test_top1", "Δ test top-1 (points)"),
+                             (axes[0][1], "train_ce", "Δ train CE")):
+        shown = [(label, d) for label, d in rows.get(metric, []) if d is not None]
+        y = list(range(len(shown)))
+        ax.errorbar([d.mean for _, d in shown], y, fmt="o", capsize=3,
+                    xerr=[0.0 if d.lo is None else d.mean - d.lo for _, d in shown])
+        ax.axvline(0, color="0.5", lw=1)
+        ax.set_yticks(y, [label for label, _ in shown], fontsize=fontsize)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{unit} {xlabel}, 95 % CI")
+        ax.xaxis.set_major_locator(AutoLocator())
+    fig.suptitle(title)
+    return fig
+
+
 def reference_verdicts(res: Analysis) -> None:
     """Where the study names a reference arm, judge every other cell against the reference's
     cell of the same seed and fold, as `lightship diagnose --reference` does."""

@@ -184,27 +184,11 @@ class RocketStudy(Study):
         return lines
 
     def plots(self, res) -> dict[str, Any]:
-        from matplotlib.ticker import AutoLocator
+        from lightship.studies.analysis import differences_figure
 
-        from lightship.report.html import _figure
-
-        fig, axes = _figure(1, 2, 3.8)
-        for ax, metric, unit in ((axes[0][0], "test_top1", "Δ test top-1 (points)"),
-                                 (axes[0][1], "train_ce", "Δ train CE")):
-            labels, means, errs = [], [], []
-            for comp, d in res.comparisons:
-                if comp.metric != metric or d is None:
-                    continue
-                labels.append(comp.label)
-                means.append(d.mean)
-                errs.append(0.0 if d.lo is None else d.mean - d.lo)
-            y = list(range(len(labels)))
-            ax.errorbar(means, y, xerr=errs, fmt="o", capsize=3)
-            ax.axvline(0, color="0.5", lw=1)
-            ax.set_yticks(y, labels, fontsize=7)
-            ax.invert_yaxis()
-            ax.set_xlabel(unit + " (b − a), 95 % CI")
-            ax.xaxis.set_major_locator(AutoLocator())
-        axes[0][1].tick_params(labelleft=False)  # the same comparisons, in the same rows
-        fig.suptitle("Rocket Launching: paired differences (Zhou et al. 2018, Tables 1–2)")
+        rows = {m: [(c.label, d) for c, d in res.comparisons if c.metric == m]
+                for m in ("test_top1", "train_ce")}
+        fig = differences_figure(rows, "(b − a)", "Rocket Launching: paired differences "
+                                 "(Zhou et al. 2018, Tables 1–2)", fontsize=7)
+        fig.axes[1].tick_params(labelleft=False)  # the same comparisons, in the same rows
         return {"rocket.png": fig}

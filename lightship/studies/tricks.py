@@ -124,28 +124,11 @@ class Tricks(Study):
         return lines
 
     def plots(self, res) -> dict[str, Any]:
-        from matplotlib.ticker import AutoLocator
-
-        from lightship.report.html import _figure
+        from lightship.studies.analysis import differences_figure
 
         arms = self.arms(res.budget)
-        fig, axes = _figure(1, 2, 3.8)
-        for ax, metric, unit in ((axes[0][0], "test_top1", "Δ test top-1 (points)"),
-                                 (axes[0][1], "train_ce", "Δ train CE")):
-            labels, means, errs = [], [], []
-            for a, b in zip(arms, arms[1:], strict=False):
-                d = res.diff(a.name, b.name, metric)
-                if d is None:
-                    continue
-                labels.append(b.label.split(",")[0])
-                means.append(d.mean)
-                errs.append(0.0 if d.lo is None else d.mean - d.lo)
-            y = list(range(len(labels)))
-            ax.errorbar(means, y, xerr=errs, fmt="o", capsize=3)
-            ax.axvline(0, color="0.5", lw=1)
-            ax.set_yticks(y, labels, fontsize=8)
-            ax.invert_yaxis()
-            ax.set_xlabel(unit + " vs the row above, 95 % CI")
-            ax.xaxis.set_major_locator(AutoLocator())
-        fig.suptitle("each trick against the row above (paired)")
-        return {"tricks.png": fig}
+        rows = {m: [(b.label.split(",")[0], res.diff(a.name, b.name, m))
+                    for a, b in zip(arms, arms[1:], strict=False)]
+                for m in ("test_top1", "train_ce")}
+        return {"tricks.png": differences_figure(rows, "vs the row above",
+                                                 "each trick against the row above (paired)")}
