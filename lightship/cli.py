@@ -6,8 +6,10 @@ Every user-fixable problem ends as one line on stderr and exit code 2, without a
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
+from typing import NoReturn
 
 from lightship import interrupt
 from lightship.errors import Interrupted, UserError
@@ -244,5 +246,23 @@ def main(argv: list[str] | None = None) -> int:
             return Interrupted.exit_code
 
 
+def run() -> NoReturn:
+    """The `lightship` command: :func:`main`, then a quick exit.
+
+    Any torch.optim optimizer imports torch._dynamo (and sympy) in torch 2.x; Python's own
+    teardown of those thousands of modules then takes 1–3 s of wall time after the work is done
+    (benchmarks/startup.py). Every file lightship writes is complete and closed when main()
+    returns, so the exit handlers are run, the streams flushed, and the process ends there.
+    """
+    code = main()
+    atexit._run_exitfuncs()  # what a normal exit runs (multiprocessing, logging, ...)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # reader gone / stream closed: nothing to flush
+            pass
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

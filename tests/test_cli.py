@@ -2,6 +2,7 @@
 traceback, nothing written outside the new run folder, earlier runs untouched)."""
 
 import gzip
+import json
 import subprocess
 import sys
 
@@ -90,6 +91,33 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert "did you mean 'resnet20'" in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_quick_exit_keeps_files_and_exit_handlers(tmp_path):
+    """`lightship` ends with os._exit after main() (skipping torch's 1–3 s module teardown): the
+    run folder must be complete, exit handlers must still run, the exit code must pass through."""
+    from lightship.runs import read_records
+    from lightship.weights import read_weights
+
+    code = ("import atexit, sys; atexit.register(print, 'exit handler ran', flush=True); "
+            "sys.argv = ['lightship', *sys.argv[1:]]; from lightship.cli import run; run()")
+    data = "synthetic:n=48,classes=3,size=8,channels=1"
+    ok = subprocess.run([sys.executable, "-c", code, "train", "--data", data, *TINY,
+                         "--out", str(tmp_path), "--name", "r"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.rstrip().endswith("exit handler ran"), ok.stdout
+    assert "verdict:" in ok.stdout  # everything printed before the exit was flushed
+    run_dir = tmp_path / "r"
+    records = read_records(run_dir)
+    assert records.evals and records.evals[-1]["epoch"] == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    tensors, meta = read_weights(run_dir / "weights.safetensors")
+    assert tensors and meta
+    bad = subprocess.run([sys.executable, "-c", code, "train", "--model", "resnt20", "--out",
+                          str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "exit handler ran" in bad.stdout
+    assert "Traceback" not in bad.stderr
 
 
 def test_help_for_every_command():
