@@ -27,11 +27,18 @@ def _recipes(plan) -> dict:
     return {c.arm: c.recipe for c in plan.cells if c.seed == 0 and c.fold == 1}
 
 
+ALL = ["light", "at", "kd", "rocket-interval", "bottom-light", "rocket-bottom", "rocket-kd",
+       "booster", "no-gb", "no-share", "neither"]
+CORE = ["light", "kd", "rocket-interval", "rocket-kd", "booster", "no-gb", "no-share"]
+
+
 def test_rocket_arms_hold_the_authors_values(tmp_path):
-    plan = _plan(tmp_path)
+    # a default run trains the seven arms the claims need; the rest of the tables with --arms
+    assert list(_recipes(_plan(tmp_path))) == CORE
+    assert _plan(tmp_path).budget.epochs == 12
+    plan = _plan(tmp_path, arms=ALL)
     r = _recipes(plan)
-    assert list(r) == ["light", "at", "kd", "rocket-interval", "bottom-light", "rocket-bottom",
-                       "rocket-kd", "booster", "no-gb", "no-share", "neither"]
+    assert list(r) == CORE + ["at", "bottom-light", "rocket-bottom", "neither"]
     e = plan.budget.epochs
     for arm, rec in r.items():  # the authors' CIFAR schedule, scaled to the budget's epochs
         assert (rec.optim.name, rec.optim.lr, rec.optim.momentum, rec.optim.nesterov,
@@ -60,10 +67,11 @@ def test_rocket_arms_hold_the_authors_values(tmp_path):
                      data="/nonexistent/cifar-10-batches-py", out=tmp_path / "f", command="t")
     assert full.cells[0].recipe.model.width == 1.0 and full.cells[0].recipe.train.epochs == 200
     assert full.cells[0].recipe.schedule.milestones == [60, 120, 160]
+    assert [c.arm for c in full.cells if c.seed == 0] == ALL  # the full budget: every arm
 
 
 def test_kd_at_and_rocket_kd_learn_from_the_booster_cell_of_their_seed_and_fold(tmp_path):
-    plan = _plan(tmp_path, seeds=2)
+    plan = _plan(tmp_path, seeds=2, arms=ALL)
     taught = [c for c in plan.cells if c.arm in ("kd", "at", "rocket-kd")]
     assert len(taught) == 3 * 2 * 3
     for c in taught:
@@ -104,7 +112,7 @@ def _fake(plan, top1: dict[str, float], ce: dict[str, float] | None = None) -> d
 
 def test_rocket_verdicts_follow_the_numbers(tmp_path):
     study = get_study("rocket")
-    plan = _plan(tmp_path)
+    plan = _plan(tmp_path, arms=ALL)
     paper_like = {"light": 91.0, "at": 91.5, "kd": 91.8, "rocket-interval": 92.5,
                   "bottom-light": 90.0, "rocket-bottom": 91.0, "rocket-kd": 93.2,
                   "booster": 93.5, "no-gb": 92.0, "no-share": 91.9, "neither": 91.5}
@@ -124,6 +132,11 @@ def test_rocket_verdicts_follow_the_numbers(tmp_path):
     md = to_markdown(res, lines, {}, [])
     assert "| Rocket + KD (α 0.18 = their 0.9) |" in md and "| 3/3 |" in md
     assert "| sharing: Rocket vs no sharing | train CE |" in md
+    # a default run has no Rocket bottom pair: that claim says how to train it
+    default = _plan(tmp_path)
+    lines = study.verdicts(Analysis(default, _fake(default, paper_like)))
+    assert lines[1].startswith("not settled") and "--arms bottom-light,rocket-bottom" in lines[1]
+    assert lines[0].startswith("agrees") and lines[5].startswith("agrees")
     # a study of the extra arms alone judges only what it has
     extra = _plan(tmp_path, arms=["light-narrow", "rocket-interval-narrow"])
     lines = study.verdicts(Analysis(extra, _fake(extra, {"light-narrow": 80.0,
