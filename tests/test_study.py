@@ -24,6 +24,7 @@ from lightship.cli import main
 from lightship.data import load_dataset
 from lightship.data.builtin import _mnist5k_arrays
 from lightship.data.folds import kfold_indices
+from lightship.errors import UserError
 from lightship.studies import STUDIES, get_study
 from lightship.studies.analysis import Analysis, to_markdown
 from lightship.studies.base import Arm, Budget, Study
@@ -149,6 +150,32 @@ def test_study_list_names_every_study_and_budget(capsys):
 
 
 # ---------------------------------------------------------------- recipes of the arms
+
+
+def test_a_cell_trained_before_a_recipe_key_existed_is_not_another_recipe(tmp_path):
+    """A key added to the schema later (absent from an old cell's recipe.yaml) counts as its
+    default; a changed value is refused with the key named."""
+    import yaml
+
+    from lightship.studies.runner import check_cells
+
+    plan = make_plan(get_study("degradation"), "quick", seeds=None, folds=None, data="mnist5k",
+                     out=tmp_path / "s", command="test")
+    cell = plan.cells[0]
+    saved = yaml.safe_load(cell.recipe.to_yaml())
+    del saved["augment"]["rotate"], saved["train"]["tta"]  # keys newer than the cell
+    root = plan.out / cell.rel
+    root.mkdir(parents=True)
+    (root / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    check_cells(plan)  # no error
+    saved["optim"]["lr"] = 0.5
+    (root / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(UserError, match=r"another recipe \(key optim.lr \(0.5 there"):
+        check_cells(plan)
+    saved["optim"]["no_such_key"] = 1
+    (root / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(UserError, match="no longer loads"):
+        check_cells(plan)
 
 
 def test_tricks_rows_are_cumulative_with_the_papers_values():

@@ -17,10 +17,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import yaml
-
 from lightship.errors import UserError
-from lightship.recipe import Recipe
+from lightship.recipe import Recipe, load_saved_recipe
 from lightship.runs import RunPaths, write_json
 
 CELL_FILE = "cell.json"
@@ -66,8 +64,14 @@ def measure_fit(run_dir: Path) -> dict[str, Any]:
 
 def recipe_differs(run_dir: Path, recipe: Recipe) -> str | None:
     """The first recipe key where the run folder's saved recipe differs from ``recipe`` (the
-    run.* keys aside), or None."""
-    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
+    run.* keys aside), or None.
+
+    The saved recipe is read through today's schema, so a key added to lightship since the
+    cell was trained counts as its default (what the cell ran with), not as a difference."""
+    try:
+        saved = load_saved_recipe(run_dir / "recipe.yaml").to_dict()
+    except UserError as exc:  # a key lightship no longer has, a value it no longer accepts
+        return f"(its recipe.yaml no longer loads: {exc})"
     planned = recipe.to_dict()
 
     def walk(a: Any, b: Any, prefix: str) -> str | None:
