@@ -201,6 +201,30 @@ def test_tricks_rows_are_cumulative_with_the_papers_values():
     assert "resnet-b" in full  # bottleneck nets get the B row
 
 
+def test_tricks_extra_arm_is_the_stack_without_zero_gamma(tmp_path):
+    study = get_study("tricks")
+    plan = make_plan(study, "default", seeds=None, folds=None, data="mnist5k",
+                     out=tmp_path / "s", command="test")
+    assert "stack-no-zero-gamma" not in {c.arm for c in plan.cells}  # only when named
+    both = make_plan(study, "default", seeds=None, folds=None, data="mnist5k",
+                     out=tmp_path / "b", command="test", arms=["resnet-d", "stack-no-zero-gamma"])
+    r = {c.arm: c.recipe for c in both.cells if c.fold == 0}
+    assert r["resnet-d"].model.zero_gamma and not r["stack-no-zero-gamma"].model.zero_gamma
+    assert r["stack-no-zero-gamma"].model_dump(exclude={"model", "run"}) == \
+        r["resnet-d"].model_dump(exclude={"model", "run"})
+    assert r["stack-no-zero-gamma"].model.variant == "D"
+    extra = make_plan(study, "default", seeds=None, folds=None, data="mnist5k",
+                      out=tmp_path / "e", command="test",
+                      arms=["baseline", "resnet-d", "stack-no-zero-gamma"])
+    top1 = {"baseline": 95.0, "resnet-d": 94.0, "stack-no-zero-gamma": 96.0}
+    cells = _fake(extra, {a: 0.1 for a in top1})
+    for rec in cells.values():
+        rec["test_top1"] = top1[rec["arm"]] + 0.2 * rec["fold"]
+    lines = study.verdicts(Analysis(extra, cells))
+    assert lines[-1].startswith("extra arm: agrees with He et al. 2019")
+    assert "+1.00 [+1.00, +1.00]" in lines[-1] and "with zero-γ +2.00" in lines[-1]
+
+
 def test_tricks_preset_holds_the_papers_values():
     from lightship.recipe import build_recipe
 

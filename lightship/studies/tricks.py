@@ -21,6 +21,7 @@ from lightship.studies.base import Arm, Budget, Comparison, Study, agree
 
 PAPER = "He et al. 2019 (Bag of Tricks)"
 MIXUP_LONGER = 200 / 120
+NO_ZERO_GAMMA = "stack-no-zero-gamma"
 
 
 class Tricks(Study):
@@ -90,6 +91,14 @@ class Tricks(Study):
             arms.append(Arm(name, label, "baseline", dict(over), cost * ratio))
         return arms
 
+    def extra_arms(self, budget: Budget) -> list[Arm]:
+        """The targeted extra arm (``--arms stack-no-zero-gamma``): the whole stack with zero-γ
+        left out, to tell whether zero-γ alone, which leaves the net near chance at the default
+        step budget, is why the stack does not beat the baseline."""
+        last = self.arms(budget)[-1]
+        return [Arm(NO_ZERO_GAMMA, "the whole stack without zero-γ", "baseline",
+                    {**last.overrides, "model.zero_gamma": False}, last.cost)]
+
     def comparisons(self, budget: Budget) -> list[Comparison]:
         arms = self.arms(budget)
         out = []
@@ -98,6 +107,10 @@ class Tricks(Study):
                 out.append(Comparison(a.name, b.name, metric, f"{b.label} vs {a.label}"))
             out.append(Comparison(arms[0].name, arms[-1].name, metric,
                                   f"the whole stack ({arms[-1].label}) vs baseline"))
+            out.append(Comparison(arms[0].name, NO_ZERO_GAMMA, metric,
+                                  "the whole stack without zero-γ vs baseline"))
+            out.append(Comparison(arms[-1].name, NO_ZERO_GAMMA, metric,
+                                  "the whole stack without zero-γ vs with it"))
         return out
 
     def verdicts(self, res) -> list[str]:
@@ -121,6 +134,12 @@ class Tricks(Study):
             lines.append(agree(PAPER, d.sign > 0, (
                 f"the whole stack vs the baseline: test top-1 {d.text()} points"
                 + ("" if d.sign > 0 else " (not a gain whose interval excludes 0)"))))
+        d = res.diff(arms[0].name, NO_ZERO_GAMMA, "test_top1")
+        if d is not None:
+            z = res.diff(arms[-1].name, NO_ZERO_GAMMA, "test_top1")
+            lines.append("extra arm: " + agree(PAPER, d.sign > 0, (
+                f"the whole stack without zero-γ vs the baseline: test top-1 {d.text()} points"
+                + (f"; vs the stack with zero-γ {z.text()}" if z is not None else ""))))
         return lines
 
     def plots(self, res) -> dict[str, Any]:
