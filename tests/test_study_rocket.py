@@ -92,6 +92,14 @@ def test_extra_arms_train_only_when_named(tmp_path):
     # below width 0.5, NCHW: channels_last crashes this torch's CPU backward there
     assert r["light-narrow"].train.channels_last is False
     assert r["rocket-interval-narrow"].method.rocket_lambda == 0.03
+    assert not any(c.arm.endswith("-wide") for c in _plan(tmp_path).cells)
+    wide = _recipes(_plan(tmp_path, arms=["light-wide", "booster-wide",
+                                          "rocket-interval-wide"]))
+    assert {a: (w.model.name, w.model.width) for a, w in wide.items()} == {
+        "light-wide": ("wrn-16-1", 0.5), "booster-wide": ("wrn-40-1", 0.5),
+        "rocket-interval-wide": ("wrn-16-1", 0.5)}
+    assert wide["rocket-interval-wide"].method.share == "interval"
+    assert wide["light-wide"].train.channels_last == "auto"  # ×0.5: no NCHW workaround
 
 
 def _fake(plan, top1: dict[str, float], ce: dict[str, float] | None = None) -> dict:
@@ -142,6 +150,11 @@ def test_rocket_verdicts_follow_the_numbers(tmp_path):
     lines = study.verdicts(Analysis(extra, _fake(extra, {"light-narrow": 80.0,
                                                          "rocket-interval-narrow": 82.0})))
     assert lines[0].startswith("not settled") and lines[-1].startswith("extra arm: agrees")
+    wide = _plan(tmp_path, arms=["light-wide", "booster-wide", "rocket-interval-wide"])
+    lines = study.verdicts(Analysis(wide, _fake(wide, {"light-wide": 90.0, "booster-wide": 93.0,
+                                                       "rocket-interval-wide": 91.0})))
+    assert lines[-1].startswith("extra arm: agrees") and "at width ×0.5" in lines[-1]
+    assert "booster − light at that width: +3.0" in lines[-1]  # 3 + the fake's spread
 
 
 def test_rocket_kd_study_runs_end_to_end_with_its_teacher(tmp_path, capsys):

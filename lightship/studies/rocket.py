@@ -137,18 +137,22 @@ class RocketStudy(Study):
     def extra_arms(self, budget: Budget) -> list[Arm]:
         """Arms that train only when named with ``--arms``: the rest of the paper's tables (AT,
         Rocket bottom with its own light net, the ablation without either) and the targeted
-        extra pair, light alone and Rocket interval with both nets at half the budget's width,
-        where the light net fits its training set less well."""
+        extra arms: light alone and Rocket interval with both nets at half the budget's width
+        (``-narrow``: the light net fits its training set less well), and light alone, booster
+        alone and Rocket interval at twice the width (``-wide``: does a booster clearly above
+        its light net make Rocket pay?)."""
         base = self._base(budget)
         out = [Arm(name, label, "baseline", {**base, **over}, EPOCH_COST[name], needs)
                for name, label, over, needs in self._arms(budget)
                if not self._core(budget, name)]
-        w = budget.options["width"] / 2
-        narrow = self._base(budget, w)
-        for name, label, over, needs in self._arms(budget):
-            if name in ("light", "rocket-interval"):
-                out.append(Arm(f"{name}-narrow", f"{label}, width ×{w:g}", "baseline",
-                               {**narrow, **over}, EPOCH_COST[name] / 2, needs))
+        for suffix, factor, names in (("narrow", 0.5, ("light", "rocket-interval")),
+                                      ("wide", 2.0, ("light", "booster", "rocket-interval"))):
+            w = budget.options["width"] * factor
+            scaled = self._base(budget, w)
+            for name, label, over, needs in self._arms(budget):
+                if name in names:
+                    out.append(Arm(f"{name}-{suffix}", f"{label}, width ×{w:g}", "baseline",
+                                   {**scaled, **over}, EPOCH_COST[name] * factor, needs))
         return out
 
     def comparisons(self, budget: Budget) -> list[Comparison]:
@@ -164,7 +168,10 @@ class RocketStudy(Study):
                  ("light", "rocket-kd", "Rocket + KD vs light alone"),
                  ("light", "booster", "booster alone vs light alone"),
                  ("light-narrow", "rocket-interval-narrow",
-                  "narrow nets: Rocket interval vs light alone")]
+                  "narrow nets: Rocket interval vs light alone"),
+                 ("light-wide", "rocket-interval-wide",
+                  "wide nets: Rocket interval vs light alone"),
+                 ("light-wide", "booster-wide", "wide nets: booster alone vs light alone")]
         return [Comparison(a, b, metric, label) for metric in ("test_top1", "train_ce")
                 for a, b, label in pairs]
 
@@ -198,11 +205,15 @@ class RocketStudy(Study):
                 f"Rocket + KD is best: − Rocket interval = {r.text()}, − KD = {k.text()} points "
                 "of test top-1" + ("" if ok else " (not above both with intervals that "
                                                  "exclude 0)"))))
-        if res.arm("light-narrow").cells and res.arm("rocket-interval-narrow").cells:
-            w = res.budget.options["width"] / 2
-            lines.append("extra arm: " + claim("light-narrow", "rocket-interval-narrow",
-                                                f"at width ×{w:g}, Rocket beats the light net "
-                                                "alone"))
+        for suffix, factor in (("narrow", 0.5), ("wide", 2.0)):
+            a, b = f"light-{suffix}", f"rocket-interval-{suffix}"
+            if res.arm(a).cells and res.arm(b).cells:
+                w = res.budget.options["width"] * factor
+                line = claim(a, b, f"at width ×{w:g}, Rocket beats the light net alone")
+                gap = res.diff(a, f"booster-{suffix}", "test_top1")
+                if gap is not None:
+                    line += f"; booster − light at that width: {gap.text()} points"
+                lines.append("extra arm: " + line)
         return lines
 
     def plots(self, res) -> dict[str, Any]:
