@@ -18,6 +18,7 @@ import lightship.evaluate
 import lightship.train  # noqa: F401  (see above)
 from lightship.api import Run, diagnose, distill, evaluate, load_run, make_recipe, train
 from lightship.errors import UserError
+from lightship.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -26,12 +27,7 @@ _LAZY = {"Recipe": "lightship.recipe", "create_model": "lightship.models",
          "EvalResult": "lightship.evaluate", "Verdict": "lightship.diagnose.result"}
 
 
-def __getattr__(name: str):  # torch-heavy names load on first use (PEP 562)
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lightship' has no attribute {name!r}")
+__getattr__ = lazy_getattr("lightship", _LAZY)  # torch-heavy names load on first use
 
 
 __all__ = ["EvalResult", "Recipe", "Run", "RunResult", "UserError", "Verdict", "__version__",

@@ -7,17 +7,12 @@ suggestions), :mod:`.result` (the typed :class:`Verdict` and :class:`Numbers`), 
 for numpy.
 """
 
-_NAMES = {"LABELS": "result", "Verdict": "result", "Numbers": "result", "fit_floor": "floor",
-          "load_records": "judge", "verdict": "decide", "judge_run": "judge",
-          "improved": "signals", "plateau": "signals"}
+from lightship.lazy import lazy_getattr
 
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        import importlib
-
-        return getattr(importlib.import_module(f"lightship.diagnose.{_NAMES[name]}"), name)
-    raise AttributeError(f"module 'lightship.diagnose' has no attribute {name!r}")
+_NAMES = {"LABELS": ".result", "Verdict": ".result", "Numbers": ".result", "fit_floor": ".floor",
+          "load_records": ".judge", "verdict": ".decide", "judge_run": ".judge",
+          "improved": ".signals", "plateau": ".signals"}
+__getattr__ = lazy_getattr(__name__, _NAMES)
 
 
 __all__ = list(_NAMES)

@@ -8,17 +8,12 @@
 ``lightship probe gradients|noise-scale`` (:mod:`lightship.probes.cli`) runs them.
 """
 
-from importlib import import_module
+from lightship.lazy import lazy_getattr
 
 # Imported on first use (PEP 562): the CLI parser imports lightship.probes.cli on every command.
-_HOME = {name: "gradients" for name in ("GradientCorrelation", "calibrate_bn", "effective_rank",
+_HOME = {name: ".gradients" for name in ("GradientCorrelation", "calibrate_bn", "effective_rank",
                                          "gradient_correlation", "probe_models")}
-_HOME.update({name: "noise_scale" for name in ("NoiseScale", "measure_noise_scale",
+_HOME.update({name: ".noise_scale" for name in ("NoiseScale", "measure_noise_scale",
                                                 "probe_noise_scale", "unbiased_estimates")})
 __all__ = sorted(_HOME)
-
-
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(import_module(f"lightship.probes.{_HOME[name]}"), name)
-    raise AttributeError(f"module 'lightship.probes' has no attribute '{name}'")
+__getattr__ = lazy_getattr(__name__, _HOME)

@@ -4,14 +4,9 @@ Names are imported on first use (PEP 562), so building the CLI parser, which imp
 ``lightship.report.cli``, does not load the HTML and plotting code into every ``lightship train``.
 """
 
-from importlib import import_module
+from lightship.lazy import lazy_getattr
 
-_HOME = {"load_run": "html", "render_html": "html", "write_report": "html",
-         "write_scalars": "tensorboard"}
+_HOME = {"load_run": ".html", "render_html": ".html", "write_report": ".html",
+         "write_scalars": ".tensorboard"}
 __all__ = list(_HOME)
-
-
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(import_module(f"lightship.report.{_HOME[name]}"), name)
-    raise AttributeError(f"module 'lightship.report' has no attribute '{name}'")
+__getattr__ = lazy_getattr(__name__, _HOME)
