@@ -129,10 +129,19 @@ class RocketStudy(Study):
     def _core(self, budget: Budget, name: str) -> bool:
         return budget.name == "full" or name in self.CORE
 
+    def _built(self, budget: Budget, keep: Any, factor: float = 1.0,
+               suffix: str = "") -> list[Arm]:
+        """The arms whose name ``keep`` accepts, at ``factor`` × the budget's width (a scaled
+        arm is named ``<arm>-<suffix>`` and labelled with its width)."""
+        w = budget.options["width"] * factor
+        base = self._base(budget, w)
+        return [Arm(f"{name}-{suffix}" if suffix else name,
+                    f"{label}, width ×{w:g}" if suffix else label, "baseline",
+                    {**base, **over}, EPOCH_COST[name] * factor, needs)
+                for name, label, over, needs in self._arms(budget) if keep(name)]
+
     def arms(self, budget: Budget) -> list[Arm]:
-        base = self._base(budget)
-        return [Arm(name, label, "baseline", {**base, **over}, EPOCH_COST[name], needs)
-                for name, label, over, needs in self._arms(budget) if self._core(budget, name)]
+        return self._built(budget, lambda name: self._core(budget, name))
 
     def extra_arms(self, budget: Budget) -> list[Arm]:
         """Arms that train only when named with ``--arms``: the rest of the paper's tables (AT,
@@ -141,19 +150,11 @@ class RocketStudy(Study):
         (``-narrow``: the light net fits its training set less well), and light alone, booster
         alone and Rocket interval at twice the width (``-wide``: does a booster clearly above
         its light net make Rocket pay?)."""
-        base = self._base(budget)
-        out = [Arm(name, label, "baseline", {**base, **over}, EPOCH_COST[name], needs)
-               for name, label, over, needs in self._arms(budget)
-               if not self._core(budget, name)]
-        for suffix, factor, names in (("narrow", 0.5, ("light", "rocket-interval")),
-                                      ("wide", 2.0, ("light", "booster", "rocket-interval"))):
-            w = budget.options["width"] * factor
-            scaled = self._base(budget, w)
-            for name, label, over, needs in self._arms(budget):
-                if name in names:
-                    out.append(Arm(f"{name}-{suffix}", f"{label}, width ×{w:g}", "baseline",
-                                   {**scaled, **over}, EPOCH_COST[name] * factor, needs))
-        return out
+        return (self._built(budget, lambda name: not self._core(budget, name))
+                + self._built(budget, lambda name: name in ("light", "rocket-interval"), 0.5,
+                              "narrow")
+                + self._built(budget, lambda name: name in ("light", "booster",
+                                                            "rocket-interval"), 2.0, "wide"))
 
     def comparisons(self, budget: Budget) -> list[Comparison]:
         pairs = [("light", "rocket-interval", "Rocket interval vs light alone"),
