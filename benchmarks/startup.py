@@ -20,7 +20,6 @@ seconds of ``import torch`` and of torch + one step (columns "cpu").
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -29,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from lightship.runs import read_records
 
 TORCH_STEP = ("import torch; p = torch.zeros(1, requires_grad=True); "
               "o = torch.optim.SGD([p], lr=0.1); p.sum().backward(); o.step()")
@@ -47,10 +48,8 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def epoch_span(run: Path) -> float:
-    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    start = next(r["time"] for r in recs if r["kind"] == "start")
-    last = [r["time"] for r in recs if r["kind"] == "eval"][-1]
-    return last - start
+    recs = read_records(run)
+    return recs.evals[-1]["time"] - recs.starts[0]["time"]
 
 
 def main() -> None:

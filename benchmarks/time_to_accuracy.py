@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lightship.runs import read_records
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,10 +50,10 @@ def run_once(recipe: str, seed: int, out: Path, env: dict[str, str],
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
     run = out / name
-    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    start = next(r for r in recs if r["kind"] == "start")
-    evals = [(r["time"] - launch, r["test_top1"], r["epoch"]) for r in recs
-             if r["kind"] == "eval" and "test_top1" in r]
+    recs = read_records(run)
+    start = recs.starts[0]
+    evals = [(r["time"] - launch, r["test_top1"], r["epoch"]) for r in recs.evals
+             if "test_top1" in r]
     summary = json.loads((run / "summary.json").read_text())
     return {"recipe": recipe, "seed": seed, "wall": wall, "launch_to_start": start["time"] - launch,
             "evals": evals, "final": summary["test_top1"], "epochs": summary["epochs"],
