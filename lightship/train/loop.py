@@ -51,6 +51,7 @@ from lightship.runs import (
 )
 from lightship.train.checkpoint import TrainState, restore_checkpoint, save_checkpoint
 from lightship.train.distributed import World, close_world, init_world
+from lightship.train.dynamo import dynamo_import_skipped
 from lightship.train.optim import make_optimizer, make_scheduler, scaled_lr
 from lightship.train.precision import Precision, choose_device, choose_precision
 from lightship.train.progress import Progress
@@ -152,8 +153,9 @@ def train(recipe: Recipe | None = None, *, resume: str | Path | None = None,
         recipe = recipe or build_recipe()  # no recipe: the default preset, as on the CLI
     world, device_setting = init_world(recipe.train.device)
     try:
-        return _train_in_world(recipe, resume, world, device_setting, overwrite, progress,
-                               stop_after_epochs, quiet)
+        with dynamo_import_skipped(enabled=not recipe.train.compile):
+            return _train_in_world(recipe, resume, world, device_setting, overwrite, progress,
+                                   stop_after_epochs, quiet)
     finally:
         close_world(world)
 
