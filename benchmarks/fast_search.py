@@ -44,7 +44,10 @@ STUDIES: dict[str, tuple[str, dict[str, list[str]]]] = {
         "cosine": ["schedule.name=cosine"],
         "no-warmup": ["schedule.warmup_epochs=0"],
         "epochs-4": ["train.epochs=4", "train.eval_every=4", "train.checkpoint_every=4"],
+        "epochs-7": ["train.epochs=7", "train.eval_every=7", "train.checkpoint_every=7"],
         "epochs-8": ["train.epochs=8", "train.eval_every=8", "train.checkpoint_every=8"],
+        "lr-0.15": ["optim.lr=0.15"],
+        "warmup-0.5": ["schedule.warmup_epochs=0.5"],
         "crop-2": ["augment.crop_padding=2"],
         "rotate-10": ["augment.rotate=10"],
         "rotate-15": ["augment.rotate=15"],
@@ -65,6 +68,8 @@ STUDIES: dict[str, tuple[str, dict[str, list[str]]]] = {
         "cosine": ["schedule.name=cosine"],
         "rotate-10": ["augment.rotate=10"],
         "rotate-15": ["augment.rotate=15"],
+        "tta-rotate-10": ["train.tta=true", "augment.rotate=10"],
+        "epochs-18": ["train.epochs=18"],
     }),
 }
 

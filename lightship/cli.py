@@ -247,13 +247,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The `lightship` command: :func:`main`, then a quick exit.
+    """The `lightship` command: glibc's malloc told to keep freed memory, :func:`main`, then a
+    quick exit.
 
-    Any torch.optim optimizer imports torch._dynamo (and sympy) in torch 2.x; Python's own
-    teardown of those thousands of modules then takes 1–3 s of wall time after the work is done
+    Python's own teardown of torch's thousands of modules (more with torch._dynamo and sympy,
+    which a compiled run imports) takes 1–3 s of wall time after the work is done
     (benchmarks/startup.py). Every file lightship writes is complete and closed when main()
     returns, so the exit handlers are run, the streams flushed, and the process ends there.
     """
+    from lightship.train.malloc import keep_freed_memory
+
+    keep_freed_memory()  # this process trains: reuse freed activations (lightship.train.malloc)
     code = main()
     atexit._run_exitfuncs()  # what a normal exit runs (multiprocessing, logging, ...)
     for stream in (sys.stdout, sys.stderr):

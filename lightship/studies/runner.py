@@ -220,6 +220,9 @@ def check_cells(plan: Plan) -> None:
 def _init_worker(threads: int, parent: int) -> None:
     import torch
 
+    from lightship.train.malloc import keep_freed_memory
+
+    keep_freed_memory()  # a worker process only trains (lightship.train.malloc)
     torch.set_num_threads(threads)
 
     def orphan_watch() -> None:  # a killed study must not leave workers training on

@@ -21,7 +21,7 @@ imports the real ``torch._dynamo`` there and then, so code that needs Dynamo sti
 On exit the stand-in is removed and the functions it was handed lose the "already disabled"
 mark ``_disable_dynamo`` caches on them, so a later ``torch.compile`` in the same process
 sees torch exactly as it would have without this module. No number changes
-(tests/test_dynamo.py trains the same weights bit for bit both ways).
+(tests/test_process_speed.py trains the same weights bit for bit both ways).
 """
 
 from __future__ import annotations

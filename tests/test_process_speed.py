@@ -1,6 +1,8 @@
-"""A run that does not compile never imports torch._dynamo, trains the same weights as with it,
-and leaves torch as it found it (lightship.train.dynamo). Each case runs in a fresh interpreter:
-the test session itself may have imported torch._dynamo already."""
+"""What a training process does for speed outside the loop: a run that does not compile never
+imports torch._dynamo, trains the same weights as with it and leaves torch as it found it
+(lightship.train.dynamo); a training process keeps freed memory (lightship.train.malloc). Each
+case runs in a fresh interpreter: the test session may have imported torch._dynamo already, and
+the allocator's settings are per process."""
 
 import json
 import subprocess
@@ -91,3 +93,34 @@ def test_stand_in_hands_over_to_the_real_module_and_cleans_up():
                    "mark_after": False, "real": "module", "same_utils": True,
                    "cfg_module": "torch._dynamo.config", "kept_real": "module", "again": False,
                    "active": True}
+
+
+def test_training_process_keeps_freed_memory():
+    """`lightship` sets glibc's malloc to reuse freed activations: no page faults per step
+    (lightship.train.malloc). glibc's default gives them back and faults them in every step."""
+    step = """
+        import json, resource, sys
+        from lightship.train.malloc import keep_freed_memory
+        kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+        import torch
+        from lightship.models import create_model
+        torch.manual_seed(0)
+        m = create_model("fastcnn", num_classes=10, in_chans=1).to(
+            memory_format=torch.channels_last)
+        opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+        x = torch.randn(64, 1, 28, 28).to(memory_format=torch.channels_last)
+        def step():
+            m(x).logsumexp(1).mean().backward(); opt.step(); opt.zero_grad()
+        for _ in range(5):
+            step()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(20):
+            step()
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
+        print(json.dumps({"kept": kept, "faults": faults}))
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    keep, default = _python(step, "keep"), _python(step, "default")
+    assert keep["kept"] is True
+    assert keep["faults"] < 50, (keep, default)  # default glibc: hundreds per step here
