@@ -97,7 +97,8 @@ def evaluate_target(target: Path | str, data: str | None = None, batch_size: int
     prec = choose_precision("auto", "auto", dev)
     model = model.to(dev, memory_format=prec.memory_format)
     dataset.to(dev)
-    tta = src.recipe.train.tta if src.recipe is not None else False  # as the run evaluated
+    # as the run's final evaluation did (tta "final" too)
+    tta = bool(src.recipe.train.tta) if src.recipe is not None else False
     res = evaluate(model, dataset, prec, batch_size, tta=tta)
     return EvalResult(model=src.name, data=info.name, n_test=info.n_test, weights=src.weights,
                       **res)

@@ -27,6 +27,18 @@ def test_fast_and_default_presets_hold_what_was_chosen_and_stay_device_agnostic(
         assert not r.train.compile
     assert fast.train.tta and fast.train.eval_every == fast.train.epochs == 6
     assert default.train.eval_every == 1 and default.train.epochs == 16
+    assert default.train.tta == "final" and default.augment.rotate == 10
+    assert [default.train.tta_at(e) for e in (1, 15, 16)] == [False, False, True]
+    assert [fast.train.tta_at(e) for e in (1, 6)] == [True, True]
+
+
+def test_union_keys_get_one_line_naming_every_accepted_form():
+    for key, bad, forms in (("train.tta", "last", "a valid boolean or 'final'"),
+                            ("train.channels_last", "maybe", "a valid boolean or 'auto'")):
+        with pytest.raises(UserError) as e:
+            build_recipe("default", [f"{key}={bad}"])
+        assert str(e.value) == (f"recipe key '{key}' = '{bad}': should be {forms}; fix it in "
+                                f"the recipe or with --set {key}=...")
     for name in ("fast", "default"):  # a 1-epoch smoke run of either is all warmup, not an error
         assert build_recipe(name, ["train.epochs=1"]).schedule.warmup_epochs == 1
 

@@ -183,6 +183,26 @@ def test_fast_recipe_validates_and_trains_on_tiny_data(tmp_path):
     assert again.test_loss == pytest.approx(evals[-1]["test_loss"], rel=1e-5)
 
 
+def test_tta_final_augments_only_the_last_evaluation(tmp_path):
+    from lightship.evaluate import evaluate_target
+
+    r = build_recipe("tricks", ["data.name=synthetic:n=96,classes=3,size=8,channels=1",
+                                "model.name=cnn4", "train.epochs=3", "train.batch_size=16",
+                                "train.tta=final", f"run.dir={tmp_path}", "run.name=t"])
+    res = train(r, progress=False, quiet=True)
+    evals = [x for x in map(json.loads, (res.run_dir / "metrics.jsonl").read_text().splitlines())
+             if x["kind"] == "eval"]
+    assert [e.get("tta", False) for e in evals] == [False, False, True]
+    again = evaluate_target(res.run_dir)  # `lightship eval` reproduces the final, TTA number
+    assert again.test_loss == pytest.approx(evals[-1]["test_loss"], rel=1e-5)
+    plain = train(build_recipe(r.to_dict(), ["train.tta=false", "run.name=p"]),
+                  progress=False, quiet=True)  # the same training, evaluated without TTA
+    plain_evals = [x for x in map(json.loads, (plain.run_dir / "metrics.jsonl").read_text()
+                                  .splitlines()) if x["kind"] == "eval"]
+    assert [e["test_loss"] for e in plain_evals[:2]] == [e["test_loss"] for e in evals[:2]]
+    assert plain_evals[-1]["test_loss"] != evals[-1]["test_loss"]
+
+
 def test_tta_averages_softmax_over_the_image_and_four_translations():
     from lightship.data.augment import translations
     from lightship.evaluate import evaluate

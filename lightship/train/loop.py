@@ -430,12 +430,13 @@ def end_epoch(loop: Loop, stats: EpochStats, stop_epoch: int) -> None:
     _side_values(stats.records)
     loop.log(stats.records)
     if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+        tta = cfg.tta_at(state.epoch)
         result = evaluate(state.ema.module if state.ema is not None else state.model,
-                          loop.data, prec, tta=cfg.tta)
+                          loop.data, prec, tta=tta)
         for name, partner in loop.objective.evaluated().items():
             result[f"{name}_test_top1"] = evaluate(partner, loop.data, prec,
-                                                   tta=cfg.tta)["test_top1"]
-        state.note_eval(result)
+                                                   tta=tta)["test_top1"]
+        state.note_eval({**result, **({"tta": True} if cfg.tta == "final" and tta else {})})
     steps = max(len(stats.records), 1)
     record = {"kind": "eval", "step": state.step, "epoch": state.epoch,
            "train_loss": stats.loss_sum / steps, "train_top1": 100.0 * correct / max(seen, 1),
