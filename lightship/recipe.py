@@ -542,15 +542,7 @@ def build_recipe(source: str | dict[str, Any] | None = None,
         if not path.exists():
             raise UserError(f"recipe '{source}' is neither a preset ({', '.join(PRESETS)}) nor an "
                             f"existing YAML file{closest(source, PRESETS)}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            at = f" (line {line + 1})" if line is not None else ""
-            raise UserError(f"recipe file {path} is not valid YAML{at}; fix the syntax") from None
-        if not isinstance(loaded, dict):
-            raise UserError(f"recipe file {path} must be a mapping of sections (data:, model:)")
-        tree = loaded
+        tree = _read_yaml(path)
     preset = tree.pop("preset", None)
     preset = "default" if preset is None else preset
     if not isinstance(preset, str) or preset not in PRESETS:
@@ -561,6 +553,22 @@ def build_recipe(source: str | dict[str, Any] | None = None,
         o if isinstance(o, tuple) else parse_override(o) for o in (overrides or []))
     for key, value in items:
         _set(tree, key, value)
+    return _validate(tree)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        at = f" (line {line + 1})" if line is not None else ""
+        raise UserError(f"recipe file {path} is not valid YAML{at}; fix the syntax") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"recipe file {path} must be a mapping of sections (data:, model:)")
+    return loaded
+
+
+def _validate(tree: dict[str, Any]) -> Recipe:
     try:
         return Recipe.model_validate(tree)
     except ValidationError as err:
@@ -568,7 +576,14 @@ def build_recipe(source: str | dict[str, Any] | None = None,
 
 
 def load_saved_recipe(path: Path) -> Recipe:
-    """Load the recipe.yaml of a run folder (plain YAML, validated)."""
+    """Load the recipe.yaml of a run folder (plain YAML, validated).
+
+    A run saves its whole recipe, so a key it lacks was added to lightship after the run: it
+    takes the schema's default (the feature was off then), not the `default` preset's value
+    (which may switch it on: `default` rotates its digits and uses TTA; an old run did not).
+    """
     if not path.exists():
         raise UserError(f"{path.parent} has no recipe.yaml; is it a lightship run folder?")
-    return build_recipe(str(path))
+    tree = _read_yaml(path)
+    tree.pop("preset", None)
+    return _validate(tree)

@@ -94,3 +94,22 @@ def test_bad_yaml(tmp_path):
     f.write_text("train: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):
         build_recipe(str(f))
+
+
+def test_saved_recipe_reads_keys_it_lacks_as_schema_defaults_not_the_default_preset(tmp_path):
+    """A run saves its whole recipe; a key added to lightship later was off for that run, even
+    where the `default` preset now switches it on (rotation, TTA)."""
+    import yaml
+
+    from lightship.recipe import load_saved_recipe
+
+    default = build_recipe("default")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(default.to_yaml())
+    assert load_saved_recipe(path) == default  # a whole saved recipe reads back as it was
+    old = yaml.safe_load(default.to_yaml())
+    del old["augment"]["rotate"], old["train"]["tta"]  # a run from before these keys
+    path.write_text(yaml.safe_dump(old))
+    saved = load_saved_recipe(path)
+    assert (saved.augment.rotate, saved.train.tta) == (0.0, False)
+    assert (default.augment.rotate, default.train.tta) == (10.0, "final")

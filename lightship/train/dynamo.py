@@ -95,19 +95,20 @@ class _SubmoduleFinder(importlib.abc.MetaPathFinder):
 def _retire(stand_in: _StandIn) -> types.ModuleType:
     """Replace the stand-in with the real torch._dynamo (imported now) and return it."""
     if stand_in.real is None:
-        import torch
-
-        if sys.modules.get(_NAME) is stand_in:
-            del sys.modules[_NAME]
-        if torch.__dict__.get("_dynamo") is stand_in:
-            del torch._dynamo
-        _forget(stand_in)
+        _withdraw(stand_in)
         stand_in.real = importlib.import_module(_NAME)
     return stand_in.real
 
 
-def _forget(stand_in: _StandIn) -> None:
-    """Drop the "disabled" mark _disable_dynamo cached on the functions the stand-in saw."""
+def _withdraw(stand_in: _StandIn) -> None:
+    """Take the stand-in out of sys.modules and torch, and drop the "disabled" mark
+    _disable_dynamo cached on the functions it was handed."""
+    import torch
+
+    if sys.modules.get(_NAME) is stand_in:
+        del sys.modules[_NAME]
+    if torch.__dict__.get("_dynamo") is stand_in:
+        del torch._dynamo
     for fn in stand_in.handed:
         if getattr(fn, _CACHE, None) is fn:
             delattr(fn, _CACHE)
@@ -136,8 +137,4 @@ def dynamo_import_skipped(enabled: bool = True) -> Iterator[bool]:
     finally:
         sys.meta_path.remove(finder)
         if stand_in.real is None:
-            if sys.modules.get(_NAME) is stand_in:
-                del sys.modules[_NAME]
-            if torch.__dict__.get("_dynamo") is stand_in:
-                del torch._dynamo
-            _forget(stand_in)
+            _withdraw(stand_in)
