@@ -97,8 +97,8 @@ def evaluate_target(target: Path | str, data: str | None = None, batch_size: int
     prec = choose_precision("auto", "auto", dev)
     model = model.to(dev, memory_format=prec.memory_format)
     dataset.to(dev)
-    # as the run's final evaluation did (tta "final" too)
-    tta = bool(src.recipe.train.tta) if src.recipe is not None else False
+    cfg = src.recipe.train if src.recipe is not None else None
+    tta = cfg.tta_at(cfg.epochs) if cfg is not None else False  # as the run's last evaluation
     res = evaluate(model, dataset, prec, batch_size, tta=tta)
     return EvalResult(model=src.name, data=info.name, n_test=info.n_test, weights=src.weights,
                       **res)
