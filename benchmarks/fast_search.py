@@ -4,11 +4,15 @@ The 4,000 training digits are cut into 5 stratified folds of 800; fold k trains 
 3,200 with seed k and is validated on its own 800. The 1,000 test digits are never read. Each arm
 changes one thing in the chosen recipe (one lever at a time) and is compared with it *paired*
 (same folds, seeds and data order): mean difference of validation top-1 with a 95 % t-interval
-over the folds. Training time is CPU seconds of the training epochs with the given threads
+over the runs. ``--repeats R`` runs every fold R times (run j: fold j mod 5, seed j), which
+narrows the interval where 5 runs leave an effect of 0.2–0.3 points undecided. An override
+``+name`` applies a lever of benchmarks/airbench_levers.py instead of a recipe key.
+Training time is CPU seconds of the training epochs with the given threads
 (robust to other jobs on a shared machine, unlike wall time); read it as a relative cost.
 
     python benchmarks/fast_search.py --study fast [--folds 5] [--threads 1] [--arms tta-off lr-0.2]
     python benchmarks/fast_search.py --study default
+    python benchmarks/fast_search.py --study fast --threads 2 --repeats 2 --arms whiten lookahead
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from airbench_levers import LEVERS, levers
 
 from lightship.data.builtin import mnist5k
 from lightship.recipe import build_recipe
@@ -28,6 +33,8 @@ from lightship.train.loop import train
 
 #: Arms: name → overrides of the study's recipe ("chosen" = the recipe as it is).
 STUDIES: dict[str, tuple[str, dict[str, list[str]]]] = {
+    # Arms change the recipe as it is now; the tables in docs/results.md say which recipe each
+    # search started from (until 2026-12-01 10:00 `fast` was `fastcnn`, 3 convs).
     "fast": ("fast", {
         "chosen": [],
         "model-cnn": ["model.name=cnn"],
@@ -57,6 +64,10 @@ STUDIES: dict[str, tuple[str, dict[str, list[str]]]] = {
         "rotate-15": ["augment.rotate=15"],
         "no-bias-decay-off": ["optim.no_bias_decay=false"],
         "nesterov-off": ["optim.nesterov=false"],
+        "model-fastcnn": ["model.name=fastcnn"],
+        "model-fastcnn20-4": ["model.name=fastcnn20-4"],
+        "model-fastcnn24-4": ["model.name=fastcnn24-4"],
+        **{lever: [f"+{lever}"] for lever in LEVERS},
     }),
     "default": ("default", {
         "chosen": [],
@@ -74,6 +85,8 @@ STUDIES: dict[str, tuple[str, dict[str, list[str]]]] = {
         "rotate-15": ["augment.rotate=15"],
         "tta-rotate-10": ["train.tta=true", "augment.rotate=10"],
         "epochs-18": ["train.epochs=18"],
+        "model-fastcnn32-4": ["model.name=fastcnn32-4"],
+        **{lever: [f"+{lever}"] for lever in LEVERS},
     }),
 }
 
@@ -114,6 +127,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--use", type=int, default=None, help="run only the first N folds")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1, help="runs per fold (run j: seed j)")
     ap.add_argument("--arms", nargs="*", help="arms to run (default: all); 'chosen' is always run")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra override applied to every arm")
@@ -124,25 +138,28 @@ def main() -> None:
     a = mnist5k()
     parts = folds(a.y_train, args.folds)
     use = range(args.use or args.folds)
+    runs = [(j, j % len(use)) for j in range(len(use) * args.repeats)]  # (seed, fold)
     acc: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = [write_fold(Path(tmp), k, parts) for k in use]
         for name in names:
             acc[name], cpu[name] = [], []
-            for k in use:
-                recipe = build_recipe(preset, [f"data.name={paths[k]}", f"train.seed={k}",
-                                               f"run.dir={tmp}", f"run.name={name}-{k}",
-                                               *arms[name], *args.overrides])
+            keys = [o for o in arms[name] if not o.startswith("+")]
+            for seed, k in runs:
+                recipe = build_recipe(preset, [f"data.name={paths[k]}", f"train.seed={seed}",
+                                               f"run.dir={tmp}", f"run.name={name}-{seed}",
+                                               *keys, *args.overrides])
                 t0 = time.process_time()
-                s = train(recipe, progress=False, quiet=True, overwrite=True).summary
+                with levers([o[1:] for o in arms[name] if o.startswith("+")]):
+                    s = train(recipe, progress=False, quiet=True, overwrite=True).summary
                 cpu[name].append(time.process_time() - t0)
                 acc[name].append(s["test_top1"])  # the fold's validation digits
             each = " ".join(f"{v:.2f}" for v in acc[name])
             print(f"{name}: val top-1 {statistics.mean(acc[name]):.2f} ({each}), "
                   f"cpu {statistics.mean(cpu[name]):.1f} s", flush=True)
-    print(f"\n{args.study}: {len(use)} folds of 800 validation digits (from the 4,000 training "
-          f"digits), {args.threads} thread(s)")
+    print(f"\n{args.study}: {len(runs)} runs on {len(use)} folds of 800 validation digits (from "
+          f"the 4,000 training digits), {args.threads} thread(s)")
     print("| arm | overrides | val top-1 (%) | Δ vs chosen [95 % CI] | CPU s per run |")
     print("|---|---|---|---|---|")
     for name in names:

@@ -37,8 +37,9 @@ def evaluate(model: nn.Module, data: Any, prec: Precision, batch_size: int = 512
             with prec.autocast():
                 logits = model(x).float()
                 if tta:
-                    probs = sum(model(v).float().softmax(1) for v in translations(x))
-                    logits = ((probs + logits.softmax(1)) / 5).log()
+                    views = translations(x)
+                    probs = sum(model(v).float().softmax(1) for v in views)
+                    logits = ((probs + logits.softmax(1)) / (len(views) + 1)).log()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             k = min(5, logits.shape[1])
             hit = logits.topk(k, dim=1).indices == y[:, None]
