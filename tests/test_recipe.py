@@ -18,7 +18,7 @@ def test_presets_differ_in_the_tricks():
 
 def test_fast_and_default_presets_hold_what_was_chosen_and_stay_device_agnostic():
     fast, default = build_recipe("fast"), build_recipe("default")
-    assert fast.model.name == "fastcnn" and default.model.name == "fastcnn24-4"
+    assert fast.model.name == "fastcnn16-4" and default.model.name == "fastcnn24-4"
     for r in (fast, default):
         assert r.schedule.name == "linear" and r.schedule.warmup_epochs == 1
         assert r.train.label_smoothing == 0.1 and r.optim.nesterov and r.optim.no_bias_decay

@@ -166,7 +166,7 @@ def test_fast_recipe_validates_and_trains_on_tiny_data(tmp_path):
                               "train.epochs=2", "train.batch_size=16", f"run.dir={tmp_path}",
                               "run.name=f"])
     res = train(r, progress=False, quiet=True)
-    assert res.summary["status"] == "finished" and res.summary["model"] == "fastcnn"
+    assert res.summary["status"] == "finished" and res.summary["model"] == r.model.name
     recs = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in recs if r["kind"] == "eval"]
     assert [e["epoch"] for e in evals] == [1, 2] and "test_top1" in evals[-1]
