@@ -60,6 +60,26 @@ def run_once(recipe: str, seed: int, out: Path, env: dict[str, str],
             "load": (load_before + os.getloadavg()[0]) / 2}
 
 
+def cpu_name() -> str:
+    """The CPU's model name and its widest vector units: the machines this runs on differ
+    between sessions (2026-12-01: one 2-core VM ran the same recipe 1.9× faster than another)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return platform.processor() or "unknown CPU"
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())  # the first CPU's
+    flags = set(fields.get("flags", "").split())
+    units = [u for u in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if u in flags]
+    name = fields.get("model name", "unknown CPU")
+    return f"{name} ({', '.join(units) or 'no AVX2'})"
+
+
 def time_to(run: dict, threshold: float) -> float | None:
     # An epoch without evaluation repeats the last evaluated numbers, so the first record at or
     # above the threshold is always an evaluation that happened then.
@@ -102,6 +122,11 @@ def ratios(runs: list[dict], recipes: list[str], threshold: float) -> list[str]:
                        f"{med[other] / med['fast']:.2f}×")
         elif other in recipes and "fast" in recipes:
             out.append(f"ratio {other}/fast: not defined (a run did not reach {threshold} %)")
+        if other in recipes and "fast" in recipes:
+            walls = {r: statistics.median(x["wall"] for x in runs if x["recipe"] == r)
+                     for r in (other, "fast")}
+            out.append(f"ratio {other}/fast of the median whole command: "
+                       f"{walls[other] / walls['fast']:.2f}×")
     return out
 
 
@@ -174,7 +199,7 @@ def main() -> None:
         print(line)
     import torch
 
-    print(f"\nseeds {seeds}; torch {torch.__version__}, {os.cpu_count()} CPUs, "
+    print(f"\nseeds {seeds}; torch {torch.__version__}, {os.cpu_count()} × {cpu_name()}, "
           f"threads {args.threads or torch.get_num_threads()}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     if args.json:
