@@ -34,7 +34,8 @@ from lightship.train.loop import train
 #: Arms: name → overrides of the study's recipe ("chosen" = the recipe as it is).
 STUDIES: dict[str, tuple[str, dict[str, list[str]]]] = {
     # Arms change the recipe as it is now; the tables in docs/results.md say which recipe each
-    # search started from (until 2026-12-01 10:00 `fast` was `fastcnn`, 3 convs).
+    # search started from (until 2026-12-01 11:30 `fast` was `fastcnn`, 3 convs; the arm
+    # model-fastcnn16-4 is now the recipe itself).
     "fast": ("fast", {
         "chosen": [],
         "model-cnn": ["model.name=cnn"],
