@@ -36,6 +36,7 @@ from lightship.data import load_data
 
 LOOP = importlib.import_module("lightship.train.loop")  # `import a.b.c as x` meets lightship.train
 AUGMENT = importlib.import_module("lightship.data.augment")
+_TRANSLATIONS = AUGMENT.translations  # the unpatched one (``tta-9`` patches the module's name)
 
 
 @contextlib.contextmanager
@@ -104,12 +105,15 @@ def _lookahead(every: int = 5) -> Iterator[None]:
 
     def patched(loop: Any, *args: Any) -> Any:
         out = step_fn(loop, *args)
-        model, step = loop.state.model, loop.state.step  # step: updates done so far
+        step = loop.state.step  # updates done so far
         total = loop.steps_per_epoch * loop.recipe.train.epochs
-        weights = model.state_dict()
+        update = step % every == 0 or step == total
+        if average and not update:
+            return out
+        weights = loop.state.model.state_dict()
         if not average:
             average.update({k: v.detach().clone() for k, v in weights.items()})
-        if step % every == 0 or step == total:
+        if update:
             decay = 1.0 if step == total else 0.95 ** every * (step / total) ** 3
             with torch.no_grad():
                 for key, value in weights.items():
@@ -121,14 +125,11 @@ def _lookahead(every: int = 5) -> Iterator[None]:
         yield
 
 
-def _nine_views(x: torch.Tensor, pixels: int = 1) -> list[torch.Tensor]:
-    n, c, h, w = x.shape
-    fmt = (torch.channels_last if c > 1 and x.is_contiguous(memory_format=torch.channels_last)
-           else torch.contiguous_format)
-    p = pixels
-    padded = F.pad(x, (p, p, p, p), mode="replicate")
-    return [padded[:, :, p + dy:p + dy + h, p + dx:p + dx + w].contiguous(memory_format=fmt)
-            for dy in (-p, 0, p) for dx in (-p, 0, p) if (dy, dx) != (0, 0)]
+def _nine_views(x: torch.Tensor) -> list[torch.Tensor]:
+    # the library's four 1-pixel shifts, then each vertical shift shifted sideways (replicate
+    # padding is separable, so these are the diagonal shifts)
+    four = _TRANSLATIONS(x)
+    return four + [d for v in four[:2] for d in _TRANSLATIONS(v)[2:]]
 
 
 def _momentum(m: nn.BatchNorm2d) -> None:

@@ -147,12 +147,13 @@ def main() -> None:
         for name in names:
             acc[name], cpu[name] = [], []
             keys = [o for o in arms[name] if not o.startswith("+")]
+            named = [o[1:] for o in arms[name] if o.startswith("+")]  # airbench levers
             for seed, k in runs:
                 recipe = build_recipe(preset, [f"data.name={paths[k]}", f"train.seed={seed}",
                                                f"run.dir={tmp}", f"run.name={name}-{seed}",
                                                *keys, *args.overrides])
                 t0 = time.process_time()
-                with levers([o[1:] for o in arms[name] if o.startswith("+")]):
+                with levers(named):
                     s = train(recipe, progress=False, quiet=True, overwrite=True).summary
                 cpu[name].append(time.process_time() - t0)
                 acc[name].append(s["test_top1"])  # the fold's validation digits
