@@ -1,13 +1,15 @@
 """Evaluation: a model on a dataset's test split, and a run folder or weights file on a dataset.
 
 :func:`evaluate` is what the training loop calls after an epoch and what measures a teacher;
-:func:`evaluate_target` is ``lightship eval`` (and :func:`lightship.evaluate`).
+:func:`evaluate_target` is ``lightship eval`` (and :func:`lightship.evaluate`); :func:`measure_fit`
+the clean training CE of a run's final weights.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from lightship.errors import UserError
@@ -103,3 +105,32 @@ def evaluate_target(target: Path | str, data: str | None = None, batch_size: int
     res = evaluate(model, dataset, prec, batch_size, tta=tta)
     return EvalResult(model=src.name, data=info.name, n_test=info.n_test, weights=src.weights,
                       **res)
+
+
+def measure_fit(run_dir: Path | str) -> dict[str, Any]:
+    """Clean training CE and top-1 of a finished run's final weights on its training images
+    (eval mode, no augmentation, hard labels), plus the size of its training and test parts.
+
+    This is the quantity convergence is judged on (the ×2-twin test, studies' loss floors): the
+    loss the loop logs is the objective on augmented, smoothed or mixed batches in train mode."""
+    from lightship.data import load_data
+    from lightship.train.precision import choose_device, choose_precision
+    from lightship.weights import resolve_source
+
+    src = resolve_source(run_dir)
+    r = src.recipe
+    assert r is not None
+    d = r.data
+    data = load_data(d)
+    if not hasattr(data, "train_eval_batches"):
+        raise UserError(f"{d.name}: studies need a dataset held in memory (built-ins, CIFAR, "
+                        "MNIST IDX, .npz), not an ImageFolder tree")
+    info = data.info
+    device = choose_device(r.train.device)
+    prec = choose_precision(r.train.precision, r.train.channels_last, device)
+    model = src.build(info.num_classes, info.in_chans, info.input_size)
+    model = model.to(device, memory_format=prec.memory_format)
+    data.to(device)
+    res = evaluate(model, SimpleNamespace(test_batches=data.train_eval_batches), prec)
+    return {"train_ce": res["test_loss"], "train_top1": res["test_top1"],
+            "n_train": info.n_train, "n_test": info.n_test}

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from lightship.errors import UserError
+from lightship.evaluate import measure_fit
 from lightship.recipe import Recipe, load_saved_recipe
 from lightship.runs import RunPaths, write_json
 
@@ -33,33 +33,6 @@ def train_run(recipe: Recipe | None = None, *, resume: Path | None = None) -> di
     if resume is not None:
         return train(resume=resume, progress=False, quiet=True).summary
     return train(recipe, overwrite=True, progress=False, quiet=True).summary
-
-
-def measure_fit(run_dir: Path) -> dict[str, Any]:
-    """Clean training CE and top-1 of a finished run's final weights on its training images,
-    plus the size of its training and test parts."""
-    from lightship.data import load_data
-    from lightship.evaluate import evaluate
-    from lightship.train.precision import choose_device, choose_precision
-    from lightship.weights import resolve_source
-
-    src = resolve_source(run_dir)
-    r = src.recipe
-    assert r is not None
-    d = r.data
-    data = load_data(d)
-    if not hasattr(data, "train_eval_batches"):
-        raise UserError(f"{d.name}: studies need a dataset held in memory (built-ins, CIFAR, "
-                        "MNIST IDX, .npz), not an ImageFolder tree")
-    info = data.info
-    device = choose_device(r.train.device)
-    prec = choose_precision(r.train.precision, r.train.channels_last, device)
-    model = src.build(info.num_classes, info.in_chans, info.input_size)
-    model = model.to(device, memory_format=prec.memory_format)
-    data.to(device)
-    res = evaluate(model, SimpleNamespace(test_batches=data.train_eval_batches), prec)
-    return {"train_ce": res["test_loss"], "train_top1": res["test_top1"],
-            "n_train": info.n_train, "n_test": info.n_test}
 
 
 def recipe_differs(run_dir: Path, recipe: Recipe) -> str | None:

@@ -1,0 +1,41 @@
+"""The ×k-schedule twin of a recipe: the convergence test's counterfactual.
+
+"Would a longer schedule of the same recipe end at a lower training loss?" has a ground truth:
+train the same recipe, seed and data with every length in the schedule multiplied by ``k`` and
+compare the final clean training CE. :func:`twin_recipe` is the one place that says what
+"the same recipe, k times longer" means; the benchmark (benchmarks/convergence_truth.py) and
+``lightship diagnose --confirm`` both use it.
+"""
+
+from __future__ import annotations
+
+from lightship.errors import UserError
+from lightship.recipe import Recipe
+
+
+def twin_recipe(recipe: Recipe, factor: int = 2, name: str | None = None) -> Recipe:
+    """``recipe`` with its schedule stretched ``factor`` times.
+
+    Every length measured in epochs scales: ``train.epochs``, ``schedule.warmup_epochs``,
+    ``schedule.step_epochs``, explicit ``schedule.milestones``, ``augment.mix_off_epochs`` and
+    ``method.dkd_warmup``. So the learning rate at a fraction f of training is the same in both
+    runs; only the number of steps spent at it changes. Milestones left at None are already
+    relative (50 % / 75 %). Evaluation and checkpoint intervals stay per epoch, so the twin's
+    curve can be judged by the verdict as any run is. Everything else (seed, data, batch
+    size, peak lr, model) stays, so the twin is paired with the run.
+    ``name`` sets ``run.name`` (default: the run's name + ``-x{factor}``).
+    """
+    if not isinstance(factor, int) or factor < 2:
+        raise UserError(f"the twin's schedule factor must be an integer ≥ 2 (got {factor!r})")
+    tree = recipe.to_dict()
+    s, t = tree["schedule"], tree["train"]
+    t["epochs"] *= factor
+    s["warmup_epochs"] *= factor
+    s["step_epochs"] *= factor
+    if s.get("milestones") is not None:
+        s["milestones"] = [m * factor for m in s["milestones"]]
+    tree["augment"]["mix_off_epochs"] *= factor
+    tree["method"]["dkd_warmup"] *= factor
+    base = recipe.run.name or "run"
+    tree["run"]["name"] = name or f"{base}-x{factor}"
+    return Recipe.model_validate(tree)
