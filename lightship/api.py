@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from lightship.convergence import Confirmation
     from lightship.diagnose.result import Verdict
     from lightship.evaluate import EvalResult
     from lightship.recipe import Recipe
@@ -103,6 +104,16 @@ def diagnose(run_dir: str | Path, reference: str | Path | None = None) -> Verdic
     run_dir = user_path(run_dir)
     ref = read_records(user_path(reference)) if reference is not None else None
     return judge_run(run_dir, records=read_records(run_dir), reference=ref)
+
+
+def confirm(run_dir: str | Path, factor: int = 2, seeds: list[int] | tuple[int, ...] = (),
+            quiet: bool = True) -> Confirmation:
+    """The convergence test that trains: the ×``factor``-schedule twin of a finished run (its
+    own folder ``<run>-x2`` next to it; with ``seeds`` the run and twin at those seeds too),
+    compared on final clean train CE. See :class:`lightship.convergence.Confirmation`."""
+    from lightship.convergence import confirm as run_confirm
+
+    return run_confirm(run_dir, factor=factor, seeds=seeds, quiet=quiet)
 
 
 @dataclass

@@ -142,8 +142,13 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from lightship.api import diagnose
+    from lightship.api import confirm, diagnose
 
+    seeds = _seed_list(args.seeds) if args.seeds else ()
+    if (seeds or args.factor != 2) and not args.confirm:
+        raise UserError("--seeds and --factor go with --confirm (they choose the twins it trains)")
+    if args.factor < 2:
+        raise UserError(f"--factor {args.factor}: the twin's schedule must be at least 2× longer")
     for run in args.runs:
         v = diagnose(run, reference=args.reference)
         print(f"{run}: {v.one_line()}")
@@ -151,7 +156,26 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             print(f"  - {reason}")
         if v.suggestion:
             print(f"  suggestion: {v.suggestion}")
+        if args.confirm:
+            print(f"  confirming: training the ×{args.factor} twin"
+                  + (f" and seeds {', '.join(map(str, seeds))}" if seeds else "") + " ...",
+                  flush=True)
+            c = confirm(run, factor=args.factor, seeds=seeds, quiet=True)
+            print(f"  confirm: {c.one_line()}")
+            for s, r, t, a, b in zip(c.seeds, c.runs, c.twins, c.ce, c.ce_twin, strict=True):
+                print(f"    seed {s}: {r} CE {a:.4f}, twin {t} CE {b:.4f}")
     return 0
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise UserError(f"--seeds {text}: give seeds as integers separated by commas, e.g. "
+                        "1,2") from None
+    if not seeds:
+        raise UserError("--seeds: give at least one seed, e.g. 1,2")
+    return seeds
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -194,6 +218,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", metavar="RUN_DIR",
                    help="another (usually heavier) net's run on the same data, to compare "
                    "loss floors")
+    p.add_argument("--confirm", action="store_true",
+                   help="train the ×2-schedule twin (same recipe, seed, data; its own folder "
+                   "RUN_DIR-x2) and compare the final clean train CE: the convergence test "
+                   "when the curve cannot tell")
+    p.add_argument("--factor", type=int, default=2, help="with --confirm: the twin's schedule "
+                   "length factor (default 2)")
+    p.add_argument("--seeds", metavar="S,S", help="with --confirm: also train the run and its "
+                   "twin at these seeds, for an interval over seeds")
     p.set_defaults(func=cmd_diagnose)
 
     from lightship.export import add_export_parser

@@ -20,6 +20,16 @@ if TYPE_CHECKING:
     from lightship.train.precision import Precision
 
 
+def clean_fit(model: nn.Module, data: Any, prec: Precision) -> dict[str, float]:
+    """Clean train CE and top-1 of ``model`` on the training images (eval mode, no augmentation,
+    hard labels): what the convergence verdict judges. Empty for data that streams from disk
+    (ImageFolder), whose training split is not held to be re-read."""
+    if not hasattr(data, "train_eval_batches"):
+        return {}
+    res = evaluate(model, SimpleNamespace(test_batches=data.train_eval_batches), prec)
+    return {"train_ce_clean": res["test_loss"], "train_top1_clean": res["test_top1"]}
+
+
 def evaluate(model: nn.Module, data: Any, prec: Precision, batch_size: int = 512,
              tta: bool = False) -> dict[str, float]:
     """Top-1, top-5 and mean CE loss on the test split (model put in eval mode, then restored).

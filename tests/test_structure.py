@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "lightship"
 # The application layer drives training; everything else sits below lightship.train, which it
 # may reach only for the device/precision choice (train/precision.py imports nothing of ours).
-APPLICATION = ("lightship", "lightship.api", "lightship.cli", "lightship.__main__")
+APPLICATION = ("lightship", "lightship.api", "lightship.cli", "lightship.__main__",
+               "lightship.convergence")
 APPLICATION_PACKAGES = ("lightship.probes", "lightship.studies")
 SHARED_FROM_TRAIN = ("lightship.train.precision",)
 

@@ -59,7 +59,15 @@ from typing import Any
 import numpy as np
 
 from lightship.diagnose.floor import fit_floor
-from lightship.diagnose.result import MIN_EVALS, Numbers, Opts, Verdict, fmt_loss
+from lightship.diagnose.result import (
+    CANNOT_TELL,
+    HEADROOM_RHO,
+    MIN_EVALS,
+    Numbers,
+    Opts,
+    Verdict,
+    fmt_loss,
+)
 from lightship.diagnose.signals import (
     Series,
     diverged,
@@ -77,6 +85,7 @@ from lightship.diagnose.signals import (
     underfit_by_reference,
     underfit_by_regularization,
 )
+from lightship.diagnose.twin import twin_tolerance
 from lightship.diagnose.wording import context, more_epochs, rising_warning
 from lightship.errors import UserError
 
@@ -84,7 +93,7 @@ from lightship.errors import UserError
 def verdict(records: list[dict], *, schedule: str | None = None, warmup_epochs: float = 0,
             total_epochs: int | None = None, reference: list[dict] | None = None,
             atol: float = 1e-3, rtol: float = 0.01, patience: int = 3,
-            mix_off_epochs: int = 0) -> Verdict:
+            mix_off_epochs: int = 0, label_smoothing: float = 0.0) -> Verdict:
     """Judge a run's convergence from its raw metrics records (see the module docstring).
 
     ``schedule`` is the lr schedule name (None: inferred from the eval lr values);
@@ -93,7 +102,8 @@ def verdict(records: list[dict], *, schedule: str | None = None, warmup_epochs: 
     compares the two runs' parameter counts);
     ``mix_off_epochs`` (with ``total_epochs``) the recipe's last epochs without mixup/cutmix:
     their train loss drops because the targets became clean, not because training progressed,
-    so the plateau test and the floor fit stop before them.
+    so the plateau test and the floor fit stop before them;
+    ``label_smoothing`` the recipe's ε (it sets the clean CE's floor).
     """
     if patience < 1:
         raise UserError(f"patience must be at least 1 evaluation (got {patience})")
@@ -105,9 +115,12 @@ def verdict(records: list[dict], *, schedule: str | None = None, warmup_epochs: 
         return Verdict("diverged", [div[0]], Numbers(**div[1]),
                        "lower optim.lr (e.g. ÷3) and/or set optim.grad_clip=1.0, then train again")
     judged = s.after(opts.warm)
-    if len(judged) < MIN_EVALS:
+    clean = _clean_fit(records, label_smoothing)
+    if len(judged) < MIN_EVALS and (clean is None or not len(judged)):
         return _too_short(s, judged, opts.warm)
     nums = _describe(judged, steps, opts)
+    if clean is not None:
+        nums.update(clean)
     nums.light_params = params_of(records)
     label, head, suggestion = _decide(judged, nums, reference, opts)
     return Verdict(label, [head, *context(nums)], nums, suggestion)
@@ -196,33 +209,85 @@ def _decide(s: Series, nums: Numbers, reference: list[dict] | None,
                 f"epoch {over[1]['test_best_epoch']} (the best test loss)")
     busy = _still_improving(nums, opts.patience)
     if busy is not None:
-        return ("still improving", *busy)
+        return busy
     under = underfit_by_reference(nums, reference) if reference else None
     if under is None and not reference:
         under = underfit_by_regularization(s, opts)
     if under is not None:
         return ("underfitting", *under)
-    head = (f"train loss flat for {nums.evals_since_improvement} evaluations "
-            f"(best {fmt_loss(nums.train_best)})")
+    if nums.twin_drop is not None:
+        lo, hi = nums.twin_drop_range
+        head = (f"clean train CE {fmt_loss(nums.train_ce_clean)} is within the tolerance "
+                f"{nums.drop_tolerance:.2g} of what a ×2 schedule is expected to reach (drop "
+                f"{nums.twin_drop:.2g} [{lo:.2g}, {hi:.2g}])")
+    else:
+        head = (f"train loss flat for {nums.evals_since_improvement} evaluations "
+                f"(best {fmt_loss(nums.train_best)})")
     return "converged", head, rising_warning(nums)
 
 
-def _still_improving(nums: Numbers, patience: int) -> tuple[str, str] | None:
+def _clean_fit(records: list[dict], label_smoothing: float) -> dict[str, Any] | None:
+    """The final clean train CE (logged with the last evaluation of a finished run), its floor
+    under the objective, the headroom and the ×2 drop the tuning grid expects (None: not
+    logged, as for data streamed from disk or runs made before it was)."""
+    evals = [r for r in records if r.get("kind") == "eval"]
+    ce = evals[-1].get("train_ce_clean") if evals else None
+    if not isinstance(ce, (int, float)) or not math.isfinite(ce):
+        return None
+    k = next((r.get("num_classes") for r in records if r.get("kind") == "start"), None)
+    eps = label_smoothing
+    floor = -math.log(1 - eps + eps / k) if eps and isinstance(k, int) and k > 1 else 0.0
+    head = max(0.0, float(ce) - floor)
+    rho = HEADROOM_RHO
+    return {"train_ce_clean": float(ce), "ce_floor": floor, "headroom": head,
+            "twin_drop": rho["mid"] * head, "twin_drop_range": (rho["lo"] * head,
+                                                                 rho["hi"] * head),
+            "drop_tolerance": twin_tolerance(float(ce))}
+
+
+def _still_improving(nums: Numbers, patience: int) -> tuple[str, str, str] | None:
+    """(label, reason, suggestion) when a longer schedule would lower the train loss ("still
+    improving") or the curve cannot say ("cannot tell"); None when it would not."""
+    if nums.unfinished:
+        frac = nums.lr_frac
+        lr = f" with lr at {100 * frac:.0f} % of its peak" if math.isfinite(frac) else ""
+        return ("still improving", f"the run stopped early (epoch {nums.last_epoch}{lr}): the "
+                "rest of the schedule usually lowers the loss", "resume the run to finish its "
+                "schedule")
+    if nums.train_ce_clean is not None:
+        return _by_headroom(nums)
     since_drop = nums.evals_since_drop
     if since_drop is not None and since_drop < patience:
-        return (f"lr dropped at epoch {nums.drop_epochs[-1]}, {since_drop} evaluation(s) ago: "
+        return ("still improving",
+                f"lr dropped at epoch {nums.drop_epochs[-1]}, {since_drop} evaluation(s) ago: "
                 f"within the cool-down of {patience}",
                 f"train at least {patience - since_drop} more epoch(s) after the lr drop")
     stale = nums.evals_since_improvement
     if stale < patience:
-        return (f"train loss still improving (best {fmt_loss(nums.train_best)} at epoch "
+        return ("still improving",
+                f"train loss still improving (best {fmt_loss(nums.train_best)} at epoch "
                 f"{nums.train_best_epoch}, slope {nums.train_slope:.2g}/evaluation)",
                 more_epochs(nums))
-    if nums.unfinished:
-        frac = nums.lr_frac
-        lr = f" with lr at {100 * frac:.0f} % of its peak" if math.isfinite(frac) else ""
-        return (f"train loss flat for {stale} evaluations but the run stopped early (epoch "
-                f"{nums.last_epoch}{lr}): the rest of the schedule usually lowers the loss",
-                "resume the run to finish its schedule")
     return None
 
+
+def _by_headroom(nums: Numbers) -> tuple[str, str, str] | None:
+    """Judged on the clean CE's headroom above its floor (see HEADROOM_RHO): on an annealed
+    schedule the train loss falls to the last epoch by construction, so the tail's slope cannot
+    tell, and at a constant lr a flat noisy loss hid clean-CE gains on the tuning grid."""
+    tol, expect = nums.drop_tolerance, nums.twin_drop
+    lo, hi = nums.twin_drop_range
+    head = nums.headroom
+    what = (f"clean train CE {fmt_loss(nums.train_ce_clean)}, {fmt_loss(head)} above its floor "
+            f"{fmt_loss(nums.ce_floor)}: the ×2 schedule is expected to lower it by "
+            f"{nums.twin_drop:.2g} [{lo:.2g}, {hi:.2g}]")
+    if expect > (1 + CANNOT_TELL) * tol:
+        return ("still improving", f"{what}, more than the tolerance {tol:.2g}",
+                "train with the schedule ×2 (train.epochs ×2; warmup and milestones scale "
+                "with it), or confirm with `lightship diagnose RUN --confirm`")
+    if expect > (1 - CANNOT_TELL) * tol:
+        return ("cannot tell", f"{what}: within {100 * CANNOT_TELL:.0f} % of the tolerance "
+                f"{tol:.2g}, which this run alone cannot settle",
+                "confirm with `lightship diagnose RUN --confirm` (trains the ×2 twin and "
+                "compares the final clean train CE)")
+    return None

@@ -28,7 +28,7 @@ def judge_run(run_dir: str | Path, recipe: Recipe | None = None,
     return verdict(records.records, schedule=recipe.schedule.name,
                    warmup_epochs=recipe.schedule.warmup_epochs, total_epochs=recipe.train.epochs,
                    mix_off_epochs=recipe.augment.mix_off_epochs if mixing else 0,
-                   reference=reference)
+                   label_smoothing=recipe.train.label_smoothing, reference=reference)
 
 
 def load_records(run_dir: Path | str) -> list[dict]:

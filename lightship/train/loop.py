@@ -31,7 +31,7 @@ from lightship.data import Augment, cutmix, load_data, mixup
 from lightship.data.augment import make_generator
 from lightship.diagnose import judge_run
 from lightship.errors import Interrupted, UserError
-from lightship.evaluate import evaluate
+from lightship.evaluate import clean_fit, evaluate
 from lightship.fileio import atomic_write_text, user_path
 from lightship.finetune import freeze, init_student, lr_multipliers
 from lightship.methods.objective import Objective
@@ -294,7 +294,7 @@ def run_epochs(loop: Loop, stats: dict[str, int], start: dict[str, Any],
                "resumed": loop.resuming, "params": stats["params"], "macs": stats["macs"],
                "device": str(prec.device), "precision": prec.name,
                "channels_last": prec.channels_last, "lr_peak": loop.lr_peak,
-               "steps_per_epoch": loop.steps_per_epoch,
+               "steps_per_epoch": loop.steps_per_epoch, "num_classes": loop.data.info.num_classes,
                "augment": vars(loop.augment), "method": loop.recipe.method.name,
                "world_size": loop.world.size, "time": time.time(), **start}])
     stop_epoch = epochs if stop_after_epochs is None else min(epochs,
@@ -436,6 +436,9 @@ def end_epoch(loop: Loop, stats: EpochStats, stop_epoch: int) -> None:
         for name, partner in loop.objective.evaluated().items():
             result[f"{name}_test_top1"] = evaluate(partner, loop.data, prec,
                                                    tta=tta)["test_top1"]
+        if state.epoch == cfg.epochs:  # the final model's fit of its training data (the verdict)
+            result.update(clean_fit(state.ema.module if state.ema is not None else state.model,
+                                    loop.data, prec))
         state.note_eval({**result, **({"tta": True} if cfg.tta == "final" and tta else {})})
     steps = max(len(stats.records), 1)
     record = {"kind": "eval", "step": state.step, "epoch": state.epoch,
