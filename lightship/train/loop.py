@@ -53,7 +53,7 @@ from lightship.train.checkpoint import TrainState, restore_checkpoint, save_chec
 from lightship.train.distributed import World, close_world, init_world
 from lightship.train.dynamo import dynamo_import_skipped
 from lightship.train.optim import make_optimizer, make_scheduler, scaled_lr
-from lightship.train.precision import Precision, choose_device, choose_precision
+from lightship.train.precision import Precision, choose_device, choose_precision, cpu_kind
 from lightship.train.progress import Progress
 from lightship.weights import save_weights, weights_metadata
 
@@ -267,7 +267,7 @@ def _wire(recipe: Recipe, paths: RunPaths, data: Any, model: nn.Module, objectiv
         metrics.write if world.main else (lambda records: None),  # only rank 0 writes
         Progress(total_epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
                  enabled=progress if world.main else False, quiet=quiet or not world.main,
-                 title=f"{recipe.model.name} on {data.info.name}"),
+                 title=f"{recipe.model.name} on {data.info.name}", setup=prec.describe()),
         scaled_lr(recipe.optim, global_batch), resuming, steps_per_epoch)
     if resuming:
         _resume(loop, metrics)
@@ -292,7 +292,7 @@ def run_epochs(loop: Loop, stats: dict[str, int], start: dict[str, Any],
     state, epochs, prec = loop.state, loop.recipe.train.epochs, loop.prec
     loop.log([{"kind": "start", "step": state.step, "epoch": state.epoch,
                "resumed": loop.resuming, "params": stats["params"], "macs": stats["macs"],
-               "device": str(prec.device), "precision": prec.name,
+               "device": str(prec.device), "precision": prec.name, "cpu": cpu_kind(),
                "channels_last": prec.channels_last, "lr_peak": loop.lr_peak,
                "steps_per_epoch": loop.steps_per_epoch,
                "augment": vars(loop.augment), "method": loop.recipe.method.name,
@@ -477,6 +477,7 @@ def end_run(loop: Loop, stats: dict[str, int]) -> RunResult:
         "images_per_s": last.get("ips"),
         "device": str(prec.device),
         "precision": prec.name,
+        "cpu": cpu_kind(),
         "channels_last": prec.channels_last,
         "lr_peak": loop.lr_peak,
         "augment": vars(loop.augment),
