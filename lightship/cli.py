@@ -98,9 +98,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lightship.api import evaluate
 
     res = evaluate(args.target, data=args.data, batch_size=args.batch_size, device=args.device,
-                   image_size=args.image_size)
+                   image_size=args.image_size, tta=args.tta, precision=args.precision)
     print(f"{res.model} on {res.data}: test top-1 {res.test_top1:.2f}%  "
-          f"top-5 {res.test_top5:.2f}%  loss {res.test_loss:.4f}  ({res.n_test} images)")
+          f"top-5 {res.test_top5:.2f}%  loss {res.test_loss:.4f}  ({res.n_test} images); "
+          f"TTA: {'on' if res.tta else 'off'}; {res.setup}")
     return 0
 
 
@@ -157,6 +158,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def make_parser() -> argparse.ArgumentParser:
     from lightship import __version__
     from lightship.methods.terms import method_help
+    from lightship.train.precision import PRECISIONS
 
     parser = _Parser(prog="lightship", description="Train light image classifiers to "
                      "convergence and lift them toward heavy ones.")
@@ -187,6 +189,12 @@ def make_parser() -> argparse.ArgumentParser:
                    "(without it, data of another input size is refused)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation on or off (default: as the run's last "
+                   "evaluation, for a run folder and its weights file alike)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="as train.precision (default auto: bf16 where the device computes it "
+                   "natively, else fp32)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("diagnose", help="convergence verdict of run folders, with reasons")
