@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The `lightship` command: glibc's malloc told to keep freed memory, :func:`main`, then a
-    quick exit.
+    """The `lightship` command: glibc's malloc told to keep freed memory, torch threads fit to
+    the CPUs it gets, :func:`main`, then a quick exit.
 
     Python's own teardown of torch's thousands of modules (more with torch._dynamo and sympy,
     which a compiled run imports) takes 1–3 s of wall time after the work is done
@@ -264,8 +264,10 @@ def run() -> NoReturn:
     returns, so the exit handlers are run, the streams flushed, and the process ends there.
     """
     from lightship.train.malloc import keep_freed_memory
+    from lightship.train.threads import manage_threads
 
     keep_freed_memory()  # this process trains: reuse freed activations (lightship.train.malloc)
+    manage_threads()  # and fits its torch threads to the CPUs it gets (lightship.train.threads)
     code = main()
     atexit._run_exitfuncs()  # what a normal exit runs (multiprocessing, logging, ...)
     for stream in (sys.stdout, sys.stderr):

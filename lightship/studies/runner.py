@@ -12,8 +12,8 @@ The plan pins the precision: ``train.precision: auto`` gives bf16 on a CPU with 
 fp32 on others, so the plan records what ``auto`` became where the study was planned (or
 ``--precision``), writes it into every cell that says ``auto``, and refuses to continue where it
 would become something else (cells of two precisions would be compared as one).
-``jobs > 1`` trains cells in that many worker processes with cores // jobs torch threads each
-(or OMP_NUM_THREADS, if that is lower).
+``jobs > 1`` trains cells in that many worker processes with at most cores // jobs torch threads
+each, fewer while other work holds CPUs (lightship.train.threads; OMP_NUM_THREADS, if lower, wins).
 """
 
 from __future__ import annotations
@@ -262,13 +262,13 @@ def check_cells(plan: Plan) -> None:
                                 "that cell folder or give another --out")
 
 
-def _init_worker(threads: int, parent: int) -> None:
-    import torch
-
+def _init_worker(jobs: int, parent: int) -> None:
     from lightship.train.malloc import keep_freed_memory
+    from lightship.train.threads import fit_threads, manage_threads
 
     keep_freed_memory()  # a worker process only trains (lightship.train.malloc)
-    torch.set_num_threads(threads)
+    manage_threads(jobs)  # cores / jobs threads at most, fewer beside other work
+    fit_threads()  # the share from the start (every epoch re-fits it)
 
     def orphan_watch() -> None:  # a killed study must not leave workers training on
         while os.getppid() == parent:
@@ -432,12 +432,9 @@ def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
               finish: Callable[[Cell, dict], None], records: dict[str, dict]) -> None:
     import multiprocessing
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # a lower limit set by the user wins
-        threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                               initargs=(threads, os.getpid()))
+                               initargs=(jobs, os.getpid()))
     futures: dict[Future, Cell] = {}
     queue = list(todo)
     ok = False

@@ -55,6 +55,7 @@ from lightship.train.dynamo import dynamo_import_skipped
 from lightship.train.optim import make_optimizer, make_scheduler, scaled_lr
 from lightship.train.precision import Precision, choose_device, choose_precision, cpu_kind
 from lightship.train.progress import Progress
+from lightship.train.threads import fit_threads
 from lightship.weights import save_weights, weights_metadata
 
 MIX_STREAM = 1  # generator stream of mixup/cutmix draws (data order and augmentation use others)
@@ -326,6 +327,7 @@ class EpochStats:
     hits: int = 0
     seen: int = 0
     train_time: float = 0.0
+    threads: int = 0
 
 
 def train_epoch(loop: Loop) -> EpochStats:
@@ -335,7 +337,8 @@ def train_epoch(loop: Loop) -> EpochStats:
     t0 = time.perf_counter()
     loop.objective.set_epoch(epoch)
     mixing = bool(loop.mixing) and epoch < cfg.epochs - recipe.augment.mix_off_epochs
-    stats = EpochStats(records=[])
+    # once per epoch: torch threads fit to the CPUs this process gets (lightship.train.threads)
+    stats = EpochStats(records=[], threads=fit_threads())
     tick = time.perf_counter()
     for i, (x, y) in enumerate(loop.data.train_batches(
             cfg.batch_size, epoch, cfg.seed, loop.augment, rank=world.rank, world=world.size,
@@ -443,7 +446,8 @@ def end_epoch(loop: Loop, stats: EpochStats, stop_epoch: int) -> None:
            **state.last_eval,
            **({"train_ce": stats.ce_sum / steps} if len(loop.objective.term_names) > 1 else {}),
            "lr": state.optimizer.param_groups[0]["lr"], "epoch_time": stats.train_time,
-           "ips": seen / max(stats.train_time, 1e-9), "time": time.time()}
+           "ips": seen / max(stats.train_time, 1e-9), "threads": stats.threads,
+           "time": time.time()}
     loop.log([record])
     loop.last_rec = record
     loop.progress.epoch_end(state.epoch, record)
