@@ -83,15 +83,19 @@ def distill(recipe: RecipeLike = None, *, teacher: str | Path | None = None, met
 
 
 def evaluate(target: str | Path, data: str | None = None, *, batch_size: int = 512,
-             device: str = "auto", image_size: int | None = None) -> EvalResult:
+             device: str = "auto", image_size: int | None = None, tta: bool | None = None,
+             precision: str = "auto") -> EvalResult:
     """Test top-1/top-5/loss of a run folder or a weights file on ``data`` (default: its own).
 
     Data other than the model's own is refused when its input shape differs, unless
-    ``image_size`` asks to resize it."""
+    ``image_size`` asks to resize it. ``tta`` (test-time augmentation) None: as the run's last
+    evaluation, for a run folder and its weights file alike; ``precision`` as
+    ``train.precision`` (``auto``: bf16 where the device computes it natively). The result says
+    which were used (``tta``, ``precision``, ``setup``)."""
     from lightship.evaluate import evaluate_target
 
     return evaluate_target(target, data=data, batch_size=batch_size, device=device,
-                           image_size=image_size)
+                           image_size=image_size, tta=tta, precision=precision)
 
 
 def diagnose(run_dir: str | Path, reference: str | Path | None = None) -> Verdict:

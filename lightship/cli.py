@@ -98,9 +98,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lightship.api import evaluate
 
     res = evaluate(args.target, data=args.data, batch_size=args.batch_size, device=args.device,
-                   image_size=args.image_size)
+                   image_size=args.image_size, tta=args.tta, precision=args.precision)
     print(f"{res.model} on {res.data}: test top-1 {res.test_top1:.2f}%  "
-          f"top-5 {res.test_top5:.2f}%  loss {res.test_loss:.4f}  ({res.n_test} images)")
+          f"top-5 {res.test_top5:.2f}%  loss {res.test_loss:.4f}  ({res.n_test} images); "
+          f"TTA: {'on' if res.tta else 'off'}; {res.setup}")
     return 0
 
 
@@ -181,6 +182,7 @@ def _seed_list(text: str) -> tuple[int, ...]:
 def make_parser() -> argparse.ArgumentParser:
     from lightship import __version__
     from lightship.methods.terms import method_help
+    from lightship.train.precision import PRECISIONS
 
     parser = _Parser(prog="lightship", description="Train light image classifiers to "
                      "convergence and lift them toward heavy ones.")
@@ -211,6 +213,12 @@ def make_parser() -> argparse.ArgumentParser:
                    "(without it, data of another input size is refused)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation on or off (default: as the run's last "
+                   "evaluation, for a run folder and its weights file alike)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="as train.precision (default auto: bf16 where the device computes it "
+                   "natively, else fp32)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("diagnose", help="convergence verdict of run folders, with reasons")
@@ -279,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The `lightship` command: glibc's malloc told to keep freed memory, :func:`main`, then a
-    quick exit.
+    """The `lightship` command: glibc's malloc told to keep freed memory, torch threads fit to
+    the CPUs it gets, :func:`main`, then a quick exit.
 
     Python's own teardown of torch's thousands of modules (more with torch._dynamo and sympy,
     which a compiled run imports) takes 1–3 s of wall time after the work is done
@@ -288,8 +296,10 @@ def run() -> NoReturn:
     returns, so the exit handlers are run, the streams flushed, and the process ends there.
     """
     from lightship.train.malloc import keep_freed_memory
+    from lightship.train.threads import manage_threads
 
     keep_freed_memory()  # this process trains: reuse freed activations (lightship.train.malloc)
+    manage_threads()  # and fits its torch threads to the CPUs it gets (lightship.train.threads)
     code = main()
     atexit._run_exitfuncs()  # what a normal exit runs (multiprocessing, logging, ...)
     for stream in (sys.stdout, sys.stderr):

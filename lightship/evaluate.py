@@ -75,16 +75,26 @@ class EvalResult:
     test_top1: float
     test_top5: float
     test_loss: float
+    tta: bool
+    """Whether test-time augmentation was used."""
+    precision: str
+    """fp32, bf16 or fp16 (what ``precision`` resolved to)."""
+    setup: str
+    """Precision, device and CPU in one phrase (:meth:`Precision.describe`)."""
 
 
 def evaluate_target(target: Path | str, data: str | None = None, batch_size: int = 512,
-                    device: str = "auto", image_size: int | None = None) -> EvalResult:
+                    device: str = "auto", image_size: int | None = None,
+                    tta: bool | None = None, precision: str = "auto") -> EvalResult:
     """Evaluate ``target`` (run folder or .safetensors) on ``data`` (default: its own dataset).
 
     Its own dataset is prepared as in training (a run folder's subset: fraction, max_per_class,
     seed, classes; the trained image size; a weights file's class subset); other data is loaded
-    as it is and refused when its shape differs, unless ``image_size`` asks to resize it. A run
-    folder and its weights file follow the same rule.
+    as it is and refused when its shape differs, unless ``image_size`` asks to resize it.
+    ``tta`` None: as the run's last evaluation (recorded in the weights' metadata, so a run
+    folder and its weights file score alike; weights that predate the record: the run folder's
+    recipe, else off). ``precision`` (auto, fp32, bf16, fp16) as ``train.precision``. A run
+    folder and its weights file follow the same rules.
     """
     from lightship.data import load_data, load_dataset
     from lightship.train.precision import choose_device, choose_precision
@@ -107,14 +117,15 @@ def evaluate_target(target: Path | str, data: str | None = None, batch_size: int
     info = dataset.info
     check_fits(src.meta, info, "eval", who=src.weights, data=data)
     model = src.build(info.num_classes, info.in_chans, info.input_size)
-    prec = choose_precision("auto", "auto", dev)
+    prec = choose_precision(precision, "auto", dev)
     model = model.to(dev, memory_format=prec.memory_format)
     dataset.to(dev)
-    cfg = src.recipe.train if src.recipe is not None else None
-    tta = cfg.tta_at(cfg.epochs) if cfg is not None else False  # as the run's last evaluation
+    if tta is None:  # as the run's last evaluation
+        cfg = src.recipe.train if src.recipe is not None else None
+        tta = bool(src.meta.get("tta", cfg.tta_at(cfg.epochs) if cfg is not None else False))
     res = evaluate(model, dataset, prec, batch_size, tta=tta)
     return EvalResult(model=src.name, data=info.name, n_test=info.n_test, weights=src.weights,
-                      **res)
+                      **res, tta=tta, precision=prec.name, setup=prec.describe())
 
 
 def measure_fit(run_dir: Path | str) -> dict[str, Any]:

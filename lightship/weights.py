@@ -40,7 +40,9 @@ WEIGHTS_FORMAT = "lightship-weights-1"
 
 
 def weights_metadata(recipe: Recipe, info: DatasetInfo) -> dict[str, Any]:
-    """What a weights file needs to be used elsewhere: architecture and preprocessing."""
+    """What a weights file needs to be used elsewhere: architecture, preprocessing, and whether
+    the run's last evaluation used test-time augmentation (``tta``), so that ``lightship eval``
+    of the file scores it as ``lightship eval`` of its run folder does."""
     return {
         "format": WEIGHTS_FORMAT,
         "model": recipe.model.name,
@@ -54,6 +56,7 @@ def weights_metadata(recipe: Recipe, info: DatasetInfo) -> dict[str, Any]:
         "classes": list(info.classes),
         "data": recipe.data.name,
         "data_options": {"classes": recipe.data.classes, "image_size": recipe.data.image_size},
+        "tta": recipe.train.tta_at(recipe.train.epochs),
     }
 
 

@@ -13,6 +13,7 @@ from lightship.cli import main
 from lightship.diagnose import load_records
 from lightship.diagnose.signals import params_of as _params
 from lightship.models import create_model
+from lightship.runs import read_records
 from tests.conftest import write_npz
 
 TINY = ["--recipe", "baseline", "--model", "cnn4", "--epochs", "1", "--batch-size", "8",
@@ -185,3 +186,54 @@ def test_diagnose_prints_a_verdict_and_rejects_non_runs(tmp_path, capsys):
     assert main(["diagnose", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_runs_and_evals_record_and_print_their_precision_and_cpu(tmp_path, capsys):
+    import torch
+
+    from lightship.train.precision import choose_precision, cpu_has_native_bf16, cpu_kind
+
+    kind = cpu_kind()
+    assert ("with native bf16" in kind) == cpu_has_native_bf16()  # what `auto` decides on
+    setup = choose_precision("fp32", "auto", torch.device("cpu")).describe()
+    assert setup == f"fp32 on cpu, {kind}"
+    out = tmp_path / "runs"
+    assert main(["train", "--data", "synthetic:n=48,classes=3,size=8,channels=1", *TINY,
+                 "--out", str(out), "--name", "r"]) == 0  # baseline: train.precision fp32
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(f"steps; {setup}")
+    assert next(ln for ln in lines if ln.startswith("finished:")).endswith(
+        f", {setup}; run folder: {out / 'r'}")
+    start = read_records(out / "r").starts[0]
+    summary = json.loads((out / "r" / "summary.json").read_text())
+    assert (start["precision"], start["cpu"]) == (summary["precision"], summary["cpu"]) == \
+        ("fp32", kind)
+    assert main(["eval", str(out / "r"), "--precision", "fp32"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"; TTA: off; {setup}")
+
+
+def _scores(argv, capsys):
+    assert main(["eval", *argv]) == 0
+    line = capsys.readouterr().out.strip()
+    return line.split(": ", 1)[1]  # the numbers and what was used, without the model's name
+
+
+def test_a_run_folder_and_its_weights_file_evaluate_alike(tmp_path, capsys):
+    from lightship.weights import read_weights
+
+    out = tmp_path / "runs"
+    assert main(["train", "--recipe", "tricks", "--model", "cnn4", "--epochs", "2",
+                 "--batch-size", "16", "--data", "synthetic:n=96,classes=3,size=8,channels=1",
+                 "--set", "train.tta=true", "--no-progress", "--out", str(out),
+                 "--name", "t"]) == 0
+    capsys.readouterr()
+    run, weights = out / "t", out / "t" / "weights.safetensors"
+    assert read_weights(weights)[1]["tta"] is True  # the run's choice travels with the file
+    with_tta = _scores([str(run)], capsys)
+    assert "TTA: on" in with_tta and _scores([str(weights)], capsys) == with_tta
+    assert _scores([str(run), "--tta"], capsys) == with_tta
+    without = _scores([str(run), "--no-tta"], capsys)
+    assert "TTA: off" in without and _scores([str(weights), "--no-tta"], capsys) == without
+    assert without.split(";")[0] != with_tta.split(";")[0]  # TTA changes the loss (and top-1)
+    evals = read_records(run).evals
+    assert f"loss {evals[-1]['test_loss']:.4f}" in with_tta  # as the run's last evaluation

@@ -152,6 +152,49 @@ def test_study_list_names_every_study_and_budget(capsys):
 # ---------------------------------------------------------------- recipes of the arms
 
 
+def _auto_here() -> str:
+    import torch
+
+    from lightship.train.precision import choose_precision
+
+    return choose_precision("auto", "auto", torch.device("cpu")).name
+
+
+def test_a_study_pins_its_precision_and_refuses_to_continue_in_another(tmp_path, capsys):
+    from lightship.train.precision import cpu_kind
+
+    here, out = _auto_here(), tmp_path / "s"
+    plan = make_plan(get_study("degradation"), "quick", seeds=None, folds=None, data="mnist5k",
+                     out=out, command="test")
+    assert (plan.precision, plan.cpu) == (here, cpu_kind())
+    assert {c.recipe.train.precision for c in plan.cells} == {here}  # auto, pinned per cell
+    saved = plan.to_dict()
+    assert (saved["precision"], saved["cpu"]) == (here, cpu_kind())
+    other = "fp32" if here == "bf16" else "bf16"  # as if planned on the other kind of CPU
+    out.mkdir()
+    (out / "plan.json").write_text(json.dumps({**saved, "precision": other, "cpu": "a CPU"}))
+    assert main(["study", "degradation", "--budget", "quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"was planned in {other} (on a CPU) but would continue in " \
+        f"{here} here (on {cpu_kind()})" in err[0], err
+    assert f"add --precision {other}" in err[0] and "a new --out" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["plan.json"]  # nothing written
+    pinned = make_plan(get_study("degradation"), "quick", seeds=None, folds=None,
+                       data="mnist5k", out=out, command="test", precision=other)
+    assert pinned.precision == other and pinned.cpu == "a CPU"  # where it was planned
+    assert {c.recipe.train.precision for c in pinned.cells} == {other}
+    from lightship.studies.cli import plan_of
+
+    assert plan_of(out).precision == other  # `lightship report` reads it on any machine
+    legacy = {k: v for k, v in saved.items() if k not in ("precision", "cpu")}
+    (out / "plan.json").write_text(json.dumps(legacy))  # planned before the pin: left as it was
+    old = make_plan(get_study("degradation"), "quick", seeds=None, folds=None, data="mnist5k",
+                    out=out, command="test")
+    assert old.precision is None and "precision" not in old.to_dict()
+    assert {c.recipe.train.precision for c in old.cells} == {"auto"}
+
+
+
 def test_a_cell_trained_before_a_recipe_key_existed_is_not_another_recipe(tmp_path):
     """A key added to the schema later (absent from an old cell's recipe.yaml) counts as its
     default; a changed value is refused with the key named."""
@@ -315,6 +358,12 @@ def uninterrupted(tmp_path_factory) -> Path:
     proc = subprocess.run(_cmd(out), env=_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "6/6 cells" in proc.stdout
+    from lightship.train.precision import cpu_kind
+
+    setup = f"precision {_auto_here()} (pinned on {cpu_kind()}); this CPU: {cpu_kind()}"
+    lines = proc.stdout.splitlines()
+    assert lines[0].endswith(f"cells done; {setup}")
+    assert any(ln.startswith(f"study underfit (quick): 6/6 cells; {setup}; ") for ln in lines)
     progress = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
     assert [ln.split("]")[0] for ln in progress] == [f"[{i}/6" for i in range(1, 7)]
     assert all("; eta " in ln for ln in progress)  # cells done / total and the ETA per line
@@ -382,8 +431,10 @@ def test_report_accepts_a_study_folder(uninterrupted, capsys):
     after = json.loads((uninterrupted / "study.json").read_text())
     assert _stable(after) == _stable(before)
     md = (uninterrupted / "study.md").read_text()
-    for needle in ("## Verdicts", "## Paired comparisons", "resnet8 ×0.125", "underfit.png"):
+    for needle in ("## Verdicts", "## Paired comparisons", "resnet8 ×0.125", "underfit.png",
+                   f"- precision: **{_auto_here()}** in every cell"):
         assert needle in md
+    assert after["precision"] == _auto_here() and after["sessions"][0]["cpu"]
     assert (uninterrupted / "underfit.png").stat().st_size > 1000
     assert len(list((uninterrupted / "curves").glob("*.png"))) == 3
 

@@ -24,6 +24,7 @@ from lightship.runs import parse_records, write_json
 from lightship.studies.base import Arm, Comparison
 from lightship.studies.runner import Cell, Plan
 from lightship.studies.stats import MeanStd, Paired, mean_std, paired
+from lightship.train.precision import cpu_kind
 
 METRIC_NAMES = {"test_top1": "test top-1 (points)", "train_ce": "train CE"}
 
@@ -255,6 +256,7 @@ def to_json(res: Analysis, verdicts: list[str], wall: dict[str, Any]) -> dict[st
             "budget_note": res.budget.note, "data": plan.data, "folds": plan.folds,
             "seeds": plan.seeds, "epochs": max((c.recipe.train.epochs for c in plan.cells),
                                                default=None),
+            "precision": plan.precision, "plan_cpu": plan.cpu,
             "command": plan.command, "complete": res.complete, "cells_done": res.n_done,
             "cells_total": res.n_total, "arms": arms, "comparisons": comps,
             "verdicts": verdicts, "cells": cells, **wall}
@@ -272,10 +274,18 @@ def _wall_line(wall: dict[str, Any]) -> str:
     if not sessions:
         return "- wall time: no session of `lightship study` has finished yet"
     parts = [f"{_duration(s['wall_time_s'])} (--jobs {s['jobs']}, load average "
-             f"{s['load']['start']} → {s['load']['end']})" for s in sessions]
+             f"{s['load']['start']} → {s['load']['end']}"
+             + (f", {s['cpu']}" if s.get("cpu") else "") + ")" for s in sessions]
     total = sum(s["wall_time_s"] for s in sessions)
     return (f"- wall time {_duration(total)} on {wall.get('cores', '?')} cores, in "
             f"{len(sessions)} session(s): " + "; ".join(parts))
+
+
+def _precision_line(plan: Plan) -> str:
+    if plan.precision is None:
+        return "not pinned (the plan predates it): train.precision auto as each machine chose"
+    return (f"**{plan.precision}** in every cell whose recipe says auto (what auto became on "
+            f"{plan.cpu}, pinned in plan.json)")
 
 
 def to_markdown(res: Analysis, verdicts: list[str], wall: dict[str, Any],
@@ -289,6 +299,7 @@ def to_markdown(res: Analysis, verdicts: list[str], wall: dict[str, Any],
              f"- budget **{res.budget.name}**: {res.budget.note}",
              f"- data: {split}; seeds {', '.join(map(str, plan.seeds))}; "
              f"{res.n_done}/{res.n_total} cells done",
+             f"- precision: {_precision_line(plan)}",
              _wall_line(wall), ""]
     if res.budget.name == "quick":
         lines += ["**Quick budget: this checks the machinery, the numbers do not test the "
@@ -384,7 +395,7 @@ def session_facts(t0: float, load_start: float, jobs: int) -> dict[str, Any]:
     """Wall time and machine load of this session (excluded from any equality check)."""
     return {"wall_time_s": round(time.perf_counter() - t0, 1),
             "load": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
-            "cores": os.cpu_count(), "jobs": jobs,
+            "cores": os.cpu_count(), "cpu": cpu_kind(), "jobs": jobs,
             "created": datetime.now().isoformat(timespec="seconds")}
 
 

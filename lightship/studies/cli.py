@@ -13,6 +13,7 @@ from typing import Any
 from lightship.errors import UserError
 from lightship.studies import BUDGETS, STUDIES, get_study
 from lightship.studies.runner import Plan, command_line, execute, make_plan, read_plan
+from lightship.train.precision import PRECISIONS
 
 
 def _previous_sessions(out: Path) -> list[dict[str, Any]]:
@@ -26,8 +27,10 @@ def run_study(name: str, *, budget: str = "default", seeds: int | None = None,
               folds: int | None = None, jobs: int = 1, out: str | Path | None = None,
               data: str = "mnist5k", progress: bool | None = None, quiet: bool = False,
               command: str | None = None, arms: list[str] | None = None,
-              epochs: int | None = None):
-    """Run (or continue) a study and write its outputs; return the analysis."""
+              epochs: int | None = None, precision: str = "auto"):
+    """Run (or continue) a study and write its outputs; return the analysis. ``precision``:
+    what ``train.precision: auto`` becomes in the cells (default: this machine's choice, pinned
+    in plan.json; a study is not continued in another precision)."""
     from lightship.studies.analysis import session_facts, write_outputs
 
     study = get_study(name)
@@ -36,14 +39,16 @@ def run_study(name: str, *, budget: str = "default", seeds: int | None = None,
                       + (f" --seeds {seeds}" if seeds is not None else "")
                       + (f" --folds {folds}" if folds is not None else "")
                       + (f" --data {data}" if data != "mnist5k" else "")
+                      + (f" --precision {precision}" if precision != "auto" else "")
                       + f" --jobs {jobs} --out {out}")
     plan = make_plan(study, budget, seeds=seeds, folds=folds, data=data, out=out, command=cmd,
-                     arms=arms, epochs=epochs)
+                     arms=arms, epochs=epochs, precision=precision)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     records = execute(plan, jobs=jobs, progress=progress, quiet=quiet)
     facts = session_facts(t0, load0, jobs)
     facts["sessions"] = [*_previous_sessions(out), {k: facts[k] for k in
-                                                     ("wall_time_s", "load", "jobs", "created")}]
+                                                     ("wall_time_s", "load", "jobs", "cpu",
+                                                      "created")}]
     return write_outputs(plan, records, facts)
 
 
@@ -62,14 +67,14 @@ def cmd_study(args: argparse.Namespace) -> int:
                         jobs=args.jobs, out=args.out, data=args.data,
                         progress=False if args.no_progress else None, command=command_line(),
                         arms=[a for a in (args.arms or "").split(",") if a] or None,
-                        epochs=args.epochs)
+                        epochs=args.epochs, precision=args.precision)
     except KeyboardInterrupt:
         print("lightship: interrupted; run the same command again to continue the study "
               "(finished cells are kept, the interrupted one resumes)", file=sys.stderr)
         return 130
     out = res.plan.out
     print(f"study {res.study.name} ({res.budget.name}): {res.n_done}/{res.n_total} cells; "
-          f"{out / 'study.md'}")
+          f"{res.plan.setup()}; {out / 'study.md'}")
     for line in json.loads((out / "study.json").read_text())["verdicts"]:
         print(f"  {line}")
     return 0
@@ -96,6 +101,10 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
                    "run only when named); default all")
     p.add_argument("--epochs", type=int, help="replace the budget's epochs (what the study "
                    "scales with them, warmup and milestones, follows): a targeted extra run")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="what the cells' "
+                   "train.precision auto becomes (default: this machine's choice, bf16 on CPUs "
+                   "with native bf16, else fp32); pinned in plan.json, and a study is not "
+                   "continued in another precision")
     p.add_argument("--no-progress", action="store_true", help="one line per cell instead of "
                    "a bar")
     p.set_defaults(func=cmd_study)
@@ -115,7 +124,7 @@ def plan_of(folder: Path) -> Plan:
     return make_plan(study, saved["budget"], seeds=len(saved["seeds"]), folds=saved["folds"],
                      data=saved["data"], out=folder, command=saved.get("command", ""),
                      arms=[a["name"] for a in saved.get("arms", [])] or None,
-                     epochs=saved.get("epochs"))
+                     epochs=saved.get("epochs"), precision=saved.get("precision") or "auto")
 
 
 def report_study(folder: Path, output: Path | None = None) -> list[str]:
@@ -130,7 +139,8 @@ def report_study(folder: Path, output: Path | None = None) -> list[str]:
         prev = json.loads((folder / "study.json").read_text())
     except (OSError, json.JSONDecodeError):
         prev = {}
-    wall = {k: prev[k] for k in ("wall_time_s", "load", "cores", "jobs", "created", "sessions")
+    wall = {k: prev[k] for k in ("wall_time_s", "load", "cores", "cpu", "jobs", "created",
+                                 "sessions")
             if k in prev}
     res = write_outputs(plan, records, wall)
     lines = [f"refreshed {folder / 'study.md'} and study.json ({res.n_done}/{res.n_total} "

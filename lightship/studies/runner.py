@@ -8,8 +8,12 @@ Study folder::
     <out>/curves/<arm>.png, <plots>.png  learning curves per arm, the study's own figures
 
 Re-running the same command skips done cells and resumes a killed one from its last checkpoint.
-``jobs > 1`` trains cells in that many worker processes with cores // jobs torch threads each
-(or OMP_NUM_THREADS, if that is lower).
+The plan pins the precision: ``train.precision: auto`` gives bf16 on a CPU with native bf16 and
+fp32 on others, so the plan records what ``auto`` became where the study was planned (or
+``--precision``), writes it into every cell that says ``auto``, and refuses to continue where it
+would become something else (cells of two precisions would be compared as one).
+``jobs > 1`` trains cells in that many worker processes with at most cores // jobs torch threads
+each, fewer while other work holds CPUs (lightship.train.threads; OMP_NUM_THREADS, if lower, wins).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from lightship.recipe import Recipe, build_recipe
 from lightship.runs import write_json
 from lightship.studies.base import BUDGETS, Arm, Budget, Study
 from lightship.studies.cells import CELL_FILE, cell_state, recipe_differs, run_cell
+from lightship.train.precision import PRECISIONS, choose_device, choose_precision, cpu_kind
 
 PLAN_FORMAT = "lightship-study-1"
 
@@ -65,11 +70,23 @@ class Plan:
     command: str
     arms: list[Arm]
     """The arms this plan trains (all of the study's, or those chosen with --arms)."""
+    precision: str | None = None
+    """What ``train.precision: auto`` became for the cells (None: a plan made before lightship
+    pinned it, whose cells keep ``auto``)."""
+    cpu: str = ""
+    """The CPU where the plan was made (:func:`cpu_kind`)."""
+
+    def setup(self) -> str:
+        """The pinned precision and the CPU it was chosen on, for printed lines."""
+        if self.precision is None:
+            return "precision not pinned (the plan predates it): train.precision auto per machine"
+        return f"precision {self.precision} (pinned on {self.cpu}); this CPU: {cpu_kind()}"
 
     def to_dict(self) -> dict[str, Any]:
+        pinned = {"precision": self.precision, "cpu": self.cpu} if self.precision else {}
         return {"format": PLAN_FORMAT, "study": self.study.name, "budget": self.budget.name,
                 "epochs": self.budget.epochs, "data": self.data, "folds": self.folds,
-                "seeds": self.seeds,
+                "seeds": self.seeds, **pinned,
                 "command": self.command,
                 "arms": [{"name": a.name, "label": a.label, "preset": a.preset,
                           "overrides": a.overrides, "needs": a.needs} for a in self.arms]}
@@ -109,10 +126,11 @@ def read_plan(out: Path) -> dict[str, Any] | None:
 
 def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int | None,
               data: str, out: Path, command: str, arms: list[str] | None = None,
-              epochs: int | None = None) -> Plan:
+              epochs: int | None = None, precision: str = "auto") -> Plan:
     """Check the options and build the grid (of the ``arms`` named, default all; ``epochs``
-    replaces the budget's, and what the study scales with it); refuse a folder made by another
-    study or with other options (one line each)."""
+    replaces the budget's, and what the study scales with it; ``precision`` what
+    ``train.precision: auto`` becomes in the cells, default this machine's choice); refuse a
+    folder made by another study, with other options or in another precision (one line each)."""
     if budget_name not in BUDGETS:
         raise UserError(f"unknown budget '{budget_name}'{closest(budget_name, BUDGETS)}; "
                         f"budgets: {', '.join(BUDGETS)}")
@@ -134,9 +152,12 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
         k = None
     else:
         k = folds if folds is not None else (budget.folds or 5)
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
     n_seeds = seeds if seeds is not None else budget.seeds
     seed_list = list(range(n_seeds))
     saved = read_plan(out)
+    unpinned = saved is not None and "precision" not in saved  # planned before the pin
     if saved is not None:
         if saved.get("study") != study.name:
             raise UserError(f"{out} holds study '{saved.get('study')}', not '{study.name}'; give "
@@ -172,7 +193,31 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                 recipe = build_recipe(arm.preset, over)
                 cells.append(Cell(arm.name, seed, fold, rel, recipe,
                                   arm.cost * recipe.train.epochs, needs))
-    return Plan(study, budget, data, seed_list, k, out, cells, command, chosen)
+    pinned = None if unpinned else _pin_precision(cells, precision)
+    if saved is not None and not unpinned and saved["precision"] != pinned:
+        raise UserError(f"{out} was planned in {saved['precision']} (on {saved.get('cpu')}) but "
+                        f"would continue in {pinned} here (on {cpu_kind()}), mixing two "
+                        f"precisions in one comparison; add --precision {saved['precision']} to "
+                        f"continue it as planned, or give a new --out for a {pinned} study")
+    return Plan(study, budget, data, seed_list, k, out, cells, command, chosen, pinned,
+                (saved or {}).get("cpu") or cpu_kind())
+
+
+def _pin_precision(cells: list[Cell], precision: str) -> str:
+    """What ``train.precision: auto`` becomes in this study: ``precision`` when it names one,
+    else this machine's choice for the cells' device; written into every cell that says auto."""
+    if precision == "auto":
+        chosen = {choose_precision("auto", "auto", choose_device(c.recipe.train.device)).name
+                  for c in cells if c.recipe.train.precision == "auto"}
+        if len(chosen) > 1:
+            raise UserError(f"the study's cells train on devices where precision auto means "
+                            f"{' or '.join(sorted(chosen))}; pin one with --precision")
+        precision = chosen.pop() if chosen else choose_precision(
+            "auto", "auto", choose_device("auto")).name
+    for c in cells:
+        if c.recipe.train.precision == "auto":
+            c.recipe.train.precision = precision  # a fresh recipe per cell, validated on set
+    return precision
 
 
 def _with_needs(arms: list[Arm], names: set[str]) -> list[Arm]:
@@ -217,13 +262,13 @@ def check_cells(plan: Plan) -> None:
                                 "that cell folder or give another --out")
 
 
-def _init_worker(threads: int, parent: int) -> None:
-    import torch
-
+def _init_worker(jobs: int, parent: int) -> None:
     from lightship.train.malloc import keep_freed_memory
+    from lightship.train.threads import fit_threads, manage_threads
 
     keep_freed_memory()  # a worker process only trains (lightship.train.malloc)
-    torch.set_num_threads(threads)
+    manage_threads(jobs)  # cores / jobs threads at most, fewer beside other work
+    fit_threads()  # the share from the start (every epoch re-fits it)
 
     def orphan_watch() -> None:  # a killed study must not leave workers training on
         while os.getppid() == parent:
@@ -246,7 +291,7 @@ class StudyProgress:
     their expected cost); a rich bar on a terminal, one line per finished cell otherwise."""
 
     def __init__(self, title: str, cells: list[Cell], done: set[str], rich: bool | None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, setup: str = "") -> None:
         self.cells = {c.rel: c for c in cells}
         self.done = set(done)
         self.total_units = sum(c.units for c in cells)
@@ -256,6 +301,9 @@ class StudyProgress:
         self.rich = (sys.stderr.isatty() if rich is None else rich) and not quiet
         self.t0 = time.perf_counter()
         self.bar = None
+        if not quiet:  # also with the bar (stderr): the precision is what a reader checks first
+            print(f"{title}: {len(self.done)}/{len(self.cells)} cells done"
+                  + (f"; {setup}" if setup else ""), flush=True)
         if self.rich:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -268,8 +316,6 @@ class StudyProgress:
                                           completed=self.base_units, cells=self._cells(),
                                           eta="…")
             self.bar.start()
-        elif not quiet:
-            print(f"{title}: {len(self.done)}/{len(self.cells)} cells done", flush=True)
 
     def _cells(self) -> str:
         return f"cells {len(self.done)}/{len(self.cells)}"
@@ -344,7 +390,7 @@ def execute(plan: Plan, jobs: int = 1, progress: bool | None = None, quiet: bool
     todo.sort(key=lambda c: (c.seed, -1 if c.fold is None else c.fold, c.rel not in needed,
                              -c.units))
     show = StudyProgress(f"study {plan.study.name} ({plan.budget.name})", plan.cells,
-                         set(records), progress, quiet)
+                         set(records), progress, quiet, plan.setup())
     running: list[Cell] = []
     stop = threading.Event()
 
@@ -386,12 +432,9 @@ def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
               finish: Callable[[Cell, dict], None], records: dict[str, dict]) -> None:
     import multiprocessing
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # a lower limit set by the user wins
-        threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                               initargs=(threads, os.getpid()))
+                               initargs=(jobs, os.getpid()))
     futures: dict[Future, Cell] = {}
     queue = list(todo)
     ok = False

@@ -53,8 +53,9 @@ from lightship.train.checkpoint import TrainState, restore_checkpoint, save_chec
 from lightship.train.distributed import World, close_world, init_world
 from lightship.train.dynamo import dynamo_import_skipped
 from lightship.train.optim import make_optimizer, make_scheduler, scaled_lr
-from lightship.train.precision import Precision, choose_device, choose_precision
+from lightship.train.precision import Precision, choose_device, choose_precision, cpu_kind
 from lightship.train.progress import Progress
+from lightship.train.threads import fit_threads
 from lightship.weights import save_weights, weights_metadata
 
 MIX_STREAM = 1  # generator stream of mixup/cutmix draws (data order and augmentation use others)
@@ -267,7 +268,7 @@ def _wire(recipe: Recipe, paths: RunPaths, data: Any, model: nn.Module, objectiv
         metrics.write if world.main else (lambda records: None),  # only rank 0 writes
         Progress(total_epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
                  enabled=progress if world.main else False, quiet=quiet or not world.main,
-                 title=f"{recipe.model.name} on {data.info.name}"),
+                 title=f"{recipe.model.name} on {data.info.name}", setup=prec.describe()),
         scaled_lr(recipe.optim, global_batch), resuming, steps_per_epoch)
     if resuming:
         _resume(loop, metrics)
@@ -292,7 +293,7 @@ def run_epochs(loop: Loop, stats: dict[str, int], start: dict[str, Any],
     state, epochs, prec = loop.state, loop.recipe.train.epochs, loop.prec
     loop.log([{"kind": "start", "step": state.step, "epoch": state.epoch,
                "resumed": loop.resuming, "params": stats["params"], "macs": stats["macs"],
-               "device": str(prec.device), "precision": prec.name,
+               "device": str(prec.device), "precision": prec.name, "cpu": cpu_kind(),
                "channels_last": prec.channels_last, "lr_peak": loop.lr_peak,
                "steps_per_epoch": loop.steps_per_epoch, "num_classes": loop.data.info.num_classes,
                "augment": vars(loop.augment), "method": loop.recipe.method.name,
@@ -326,6 +327,7 @@ class EpochStats:
     hits: int = 0
     seen: int = 0
     train_time: float = 0.0
+    threads: int = 0
 
 
 def train_epoch(loop: Loop) -> EpochStats:
@@ -335,7 +337,8 @@ def train_epoch(loop: Loop) -> EpochStats:
     t0 = time.perf_counter()
     loop.objective.set_epoch(epoch)
     mixing = bool(loop.mixing) and epoch < cfg.epochs - recipe.augment.mix_off_epochs
-    stats = EpochStats(records=[])
+    # once per epoch: torch threads fit to the CPUs this process gets (lightship.train.threads)
+    stats = EpochStats(records=[], threads=fit_threads())
     tick = time.perf_counter()
     for i, (x, y) in enumerate(loop.data.train_batches(
             cfg.batch_size, epoch, cfg.seed, loop.augment, rank=world.rank, world=world.size,
@@ -446,7 +449,8 @@ def end_epoch(loop: Loop, stats: EpochStats, stop_epoch: int) -> None:
            **state.last_eval,
            **({"train_ce": stats.ce_sum / steps} if len(loop.objective.term_names) > 1 else {}),
            "lr": state.optimizer.param_groups[0]["lr"], "epoch_time": stats.train_time,
-           "ips": seen / max(stats.train_time, 1e-9), "time": time.time()}
+           "ips": seen / max(stats.train_time, 1e-9), "threads": stats.threads,
+           "time": time.time()}
     loop.log([record])
     loop.last_rec = record
     loop.progress.epoch_end(state.epoch, record)
@@ -480,6 +484,7 @@ def end_run(loop: Loop, stats: dict[str, int]) -> RunResult:
         "images_per_s": last.get("ips"),
         "device": str(prec.device),
         "precision": prec.name,
+        "cpu": cpu_kind(),
         "channels_last": prec.channels_last,
         "lr_peak": loop.lr_peak,
         "augment": vars(loop.augment),

@@ -7,8 +7,11 @@ bf16 autocast where the GPU supports it, fp16 + GradScaler only on request.
 
 from __future__ import annotations
 
+import platform
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import torch
 
@@ -31,6 +34,12 @@ class Precision:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def describe(self) -> str:
+        """The precision, the device and the CPU in one phrase for printed lines: ``bf16 on cpu,
+        AMD EPYC with native bf16 (AVX-512 BF16, no AMX)``."""
+        where = "cpu," if self.device.type == "cpu" else f"{self.device}, CPU"
+        return f"{self.name} on {where} {cpu_kind()}"
+
     @property
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
@@ -39,6 +48,31 @@ class Precision:
 def cpu_has_native_bf16() -> bool:
     """True when the CPU has AVX512-BF16 or AMX, where bf16 autocast can pay off."""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+@cache
+def cpu_kind() -> str:
+    """A short description of this CPU: its model name and whether it computes bf16 natively,
+    e.g. ``AMD EPYC with native bf16 (AVX-512 BF16, no AMX)``.
+
+    ``train.precision: auto`` picks bf16 on a CPU with native bf16 and fp32 elsewhere, so the same
+    recipe gives other numbers on another kind of CPU: runs, evaluations and studies record and
+    print this next to the precision they used."""
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "model name":
+                name = " ".join(value.split())
+                break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    avx512, amx = torch.cpu._is_avx512_bf16_supported(), torch.cpu._is_amx_tile_supported()
+    if not (avx512 or amx):
+        return f"{name} without native bf16"
+    units = ", ".join([*(["AVX-512 BF16"] if avx512 else []), "AMX" if amx else "no AMX"])
+    return f"{name} with native bf16 ({units})"
 
 
 #: Device types lightship can train and evaluate on, and how to tell whether one is here.
@@ -73,8 +107,13 @@ def choose_device(spec: str, key: str = "train.device") -> torch.device:
     return device
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # train.precision's values
+
+
 def choose_precision(precision: str, channels_last: bool | str, device: torch.device) -> Precision:
     """Resolve ``auto`` choices for this device (see the module docstring for the measurements)."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"

@@ -20,9 +20,10 @@ class Progress:
     """Epoch/step progress with loss, accuracy, images/s and ETA."""
 
     def __init__(self, total_epochs: int, steps_per_epoch: int, enabled: bool | None = None,
-                 quiet: bool = False, title: str = "train") -> None:
+                 quiet: bool = False, title: str = "train", setup: str = "") -> None:
         self.total_epochs, self.steps_per_epoch = total_epochs, steps_per_epoch
         self.quiet = quiet
+        self.setup = setup  # precision, device and CPU (Precision.describe): first and last line
         self.rich = (sys.stderr.isatty() if enabled is None else enabled) and not quiet
         self.title = title
         self._bar = None
@@ -51,9 +52,13 @@ class Progress:
             self._task = self._bar.add_task(self.title, total=total, info="",
                                             completed=epoch * self.steps_per_epoch)
             self._bar.start()
+            self._bar.console.print(self._first_line())
         elif not self.quiet:
-            print(f"training {self.title}: {self.total_epochs} epochs × "
-                  f"{self.steps_per_epoch} steps", flush=True)
+            print(self._first_line(), flush=True)
+
+    def _first_line(self) -> str:
+        return (f"training {self.title}: {self.total_epochs} epochs × {self.steps_per_epoch} "
+                f"steps" + (f"; {self.setup}" if self.setup else ""))
 
     def step(self, loss: float) -> None:
         if self._bar is not None:
@@ -86,6 +91,7 @@ class Progress:
         acc = f"test top-1 {top1:.2f}%" if top1 is not None else "no evaluation"
         print(f"{summary['status']}: {summary['model']} on {summary['data']}: {acc} "
               f"(best {summary['best_top1']:.2f}% at epoch {summary['best_epoch']}), "
-              f"train loss {summary['train_loss']:.4f}, {_fmt_time(summary['wall_time_s'])}; "
-              f"run folder: {run_dir}", flush=True)
+              f"train loss {summary['train_loss']:.4f}, {_fmt_time(summary['wall_time_s'])}"
+              + (f", {self.setup}" if self.setup else "") + f"; run folder: {run_dir}",
+              flush=True)
         print(f"verdict: {summary['verdict_line']}", flush=True)
