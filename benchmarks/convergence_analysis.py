@@ -104,15 +104,18 @@ def score(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
             decided += 1
             agree += claim == row["truth"]
     n = len(rows)
+    per = {t: (sum(CLAIM.get(r[key]) == t for r in rows if r["truth"] == t),
+               sum(r["truth"] == t for r in rows)) for t in TRUTHS}
     return {"matrix": m, "n": n, "agree": agree, "decided": decided,
-            "agreement": agree / n if n else math.nan}
+            "agreement": agree / n if n else math.nan, "per_truth": per}
 
 
 def table(result: dict[str, Any], title: str) -> str:
     m = result["matrix"]
     lines = [f"{title}: agreement {result['agree']}/{result['n']} = "
              f"{100 * result['agreement']:.0f} % (decided {result['decided']}; "
-             f"{result['agree']}/{result['decided']} of those)",
+             f"{result['agree']}/{result['decided']} of those); right on "
+             + ", ".join(f"{a}/{b} {t}" for t, (a, b) in result["per_truth"].items()),
              f"  {'verdict':<20} {'truth: not conv.':>17} {'converged':>10}"]
     for label in ROWS:
         if label in m:
@@ -132,6 +135,7 @@ def rows_of(data: dict[str, Any]) -> list[dict[str, Any]]:
         twin_final = twin["evals"][-1]["train_loss"]
         out.append({
             "id": run["id"], "data": run["data"], "family": run["family"],
+            "group": run.get("group", "planned"),
             "factor": run["factor"], "truth": t, "ce": run["fit"]["train_ce"],
             "ce_twin": twin["fit"]["train_ce"], "drop": drop,
             "old": run["old"]["label"] if "old" in run else "(not annotated)",
@@ -158,11 +162,19 @@ def analyse(data: dict[str, Any], detail: bool = False) -> int:
           f"{meta['cpu']}, torch {meta['torch']}, fp32, {meta['threads']} thread per run")
     print(f"truth: not converged when CE(run) − CE(×2) > max({meta['atol']}, "
           f"{meta['rtol']}·CE(run)), clean train CE")
-    for half, name in ((meta["tune"], "tuning half"), (meta["held_out"], "held-out half")):
-        part = [r for r in rows if r["data"] == half]
-        print(f"\n== {name} ({half}): {len(part)} pairs, "
+    halves = [(f"tuning half ({meta['tune']})", lambda r: r["data"] == meta["tune"]
+               and r["group"] == "planned"),
+              (f"held-out half ({meta['held_out']})", lambda r: r["data"] == meta["held_out"]
+               and r["group"] == "planned"),
+              (f"held-out supplement ({meta['held_out']}, long budgets added after the first "
+               "held-out score; the rule was not changed)", lambda r: r["group"] == "supplement")]
+    for name, keep in halves:
+        part = [r for r in rows if keep(r)]
+        if not part:
+            continue
+        print(f"\n== {name}: {len(part)} pairs, "
               f"{sum(r['truth'] == 'not converged' for r in part)} not converged ==")
-        print(table(score(part, "old"), "old verdict (at training time)"))
+        print(table(score(part, "old"), "old verdict (the rule before, replayed by 6e33f0f)"))
         print(table(score(part, "new"), "new verdict"))
         print(f"  old floor interval holds the ×2 twin's final train loss: "
               f"{coverage(part, 'old_floor_covers')} (nominal 95 %)")

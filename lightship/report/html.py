@@ -26,7 +26,7 @@ from lightship.methods.terms import report_order
 from lightship.runs import RunRecords
 
 LABEL_COLORS = {"converged": "#1a7f37", "still improving": "#0969da", "diverged": "#cf222e",
-                "underfitting": "#bc4c00", "overfitting": "#8250df",
+                "underfitting": "#bc4c00", "overfitting": "#8250df", "cannot tell": "#9a6700",
                 "too short to judge": "#6e7781"}
 
 
