@@ -39,10 +39,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_once(recipe: str, seed: int, out: Path, env: dict[str, str],
              overrides: list[str]) -> dict:
-    name = f"{recipe}-{seed}"
-    cmd = [sys.executable, "-m", "lightship", "train", "--recipe", recipe, "--seed", str(seed),
+    """One fresh process; ``recipe@fp32`` / ``recipe@bf16`` pins the precision."""
+    preset, _, precision = recipe.partition("@")
+    name = f"{recipe.replace('@', '-')}-{seed}"
+    pin = [f"--set=train.precision={precision}"] if precision else []
+    cmd = [sys.executable, "-m", "lightship", "train", "--recipe", preset, "--seed", str(seed),
            "--out", str(out), "--name", name, "--no-progress",
-           *[f"--set={o}" for o in overrides]]
+           *[f"--set={o}" for o in overrides], *pin]
     load_before = os.getloadavg()[0]
     launch = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -131,6 +134,25 @@ def ratios(runs: list[dict], recipes: list[str], threshold: float) -> list[str]:
     return out
 
 
+def precision_ratios(runs: list[dict], recipes: list[str]) -> list[str]:
+    """bf16 against fp32 of the same recipe, seed by seed: whole-command wall ratio (median) and
+    the final test top-1 difference (mean, min)."""
+    out = []
+    for recipe in recipes:
+        if not recipe.endswith("@bf16") or recipe.replace("@bf16", "@fp32") not in recipes:
+            continue
+        fp32 = {r["seed"]: r for r in runs if r["recipe"] == recipe.replace("@bf16", "@fp32")}
+        pairs = [(r, fp32[r["seed"]]) for r in runs if r["recipe"] == recipe and r["seed"] in fp32]
+        if not pairs:
+            continue
+        wall = statistics.median(b["wall"] / f["wall"] for b, f in pairs)
+        diff = [b["final"] - f["final"] for b, f in pairs]
+        out.append(f"{recipe} / {recipe.replace('@bf16', '@fp32')}: whole command ×{wall:.2f} "
+                   f"(median of {len(pairs)} seeds); final top-1 bf16 − fp32 mean "
+                   f"{statistics.mean(diff):+.2f}, min {min(diff):+.2f} points")
+    return out
+
+
 def plot(runs: list[dict], recipes: list[str], threshold: float, path: Path) -> None:
     import matplotlib
 
@@ -138,7 +160,8 @@ def plot(runs: list[dict], recipes: list[str], threshold: float, path: Path) -> 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = dict(zip(recipes, ["tab:green", "tab:blue", "tab:gray", "tab:red", "tab:purple"],
+    colors = dict(zip(recipes, ["tab:green", "tab:blue", "tab:gray", "tab:red", "tab:purple",
+                               "tab:orange", "tab:olive", "tab:cyan"],
                       strict=False))
     for recipe in recipes:
         mine = [r for r in runs if r["recipe"] == recipe]
@@ -168,6 +191,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="default: 0 1 2 3 4 (quick: 0 1)")
     ap.add_argument("--quick", action="store_true", help="fast and default, 2 seeds, no plot")
+    ap.add_argument("--both-precisions", action="store_true",
+                    help="on a CPU with native bf16 (where `auto` trains in bf16) run each recipe "
+                    "as RECIPE@fp32 and RECIPE@bf16, side by side, and print their ratios")
     ap.add_argument("--threshold", type=float, default=98.4)
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP_NUM_THREADS for the runs (default: torch's own choice)")
@@ -179,6 +205,13 @@ def main() -> None:
     recipes = args.recipes or (["fast", "default"] if args.quick else
                                ["fast", "default", "baseline"])
     seeds = args.seeds if args.seeds is not None else ([0, 1] if args.quick else [0, 1, 2, 3, 4])
+    if args.both_precisions:
+        from lightship.train.precision import cpu_has_native_bf16
+
+        if cpu_has_native_bf16():
+            recipes = [f"{r}@{p}" for r in recipes for p in ("fp32", "bf16")]
+        else:
+            print("this CPU has no native bf16 (auto trains in fp32): one precision only")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     if args.threads:
@@ -197,6 +230,8 @@ def main() -> None:
     print()
     print(table(runs, recipes, args.threshold))
     for line in ratios(runs, recipes, args.threshold):
+        print(line)
+    for line in precision_ratios(runs, recipes):
         print(line)
     import torch
 
