@@ -330,6 +330,16 @@ class RunCfg(_Section):
     """Run folder name under dir; None = <model>_<data>_<timestamp>."""
     dir: str = "runs"
 
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, value: str | None) -> str | None:
+        # `../x`, `a/b` or an absolute path would put the run folder outside run.dir.
+        if value is not None and (any(sep in value for sep in "/\\\0")
+                                  or value in (".", "..")):
+            raise ValueError("a run name is one folder name (no '/' or '\\', not '.' or '..'); "
+                             "choose the parent folder with --out (run.dir)")
+        return value
+
 
 class Recipe(_Section):
     data: DataCfg = DataCfg()

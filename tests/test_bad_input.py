@@ -814,6 +814,31 @@ def test_no_recipe_empty_recipe_and_default_are_one(tmp_path, monkeypatch, capsy
     assert seen == [default]
 
 
+@pytest.mark.parametrize("how", ["--name", "--set", "yaml"])
+@pytest.mark.parametrize("name", ["../x", "a/b", "ABS", ".", "..", "a\\b"])
+def test_run_name_is_one_folder_name(name, how, tmp_path, monkeypatch, capsys):
+    """Issue 24: --name ../x, a/b or /abs/path made the run folder outside --out. A run name
+    (from --name, --set run.name or a recipe file) is one folder name: refused in one line,
+    nothing written."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "deep" / "out"
+    out.mkdir(parents=True)
+    name = str(tmp_path / "abs" / "path") if name == "ABS" else name  # where the test sees it
+    if how == "yaml":
+        (tmp_path / "r.yaml").write_text(yaml.safe_dump({"run": {"name": name}}))
+        extra = ["--recipe", str(tmp_path / "r.yaml")]
+    else:
+        extra = [how, name if how == "--name" else f"run.name={name}"]
+    before = _hashes(tmp_path)
+    capsys.readouterr()
+    code = main(["train", "--data", SYN, *TINY, "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("lightship: error: ") and err.count("\n") == 1, err
+    assert "run.name" in err and "one folder name" in err and "--out" in err, err
+    assert _hashes(tmp_path) == before
+
+
 def _stats(root: Path) -> dict[str, tuple[int, int, int]]:
     """(inode, size, mtime) of every file and folder under ``root``, ``root`` included: a file
     rewritten with the same bytes, or a lock made and removed, changes them."""
