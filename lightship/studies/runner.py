@@ -234,11 +234,11 @@ def _init_worker(threads: int, parent: int) -> None:
 
 
 def _epochs_done(root: Path) -> int:
-    try:
-        text = (root / "metrics.jsonl").read_text()
+    try:  # bytes: a damaged line is the reader's to report, not the progress poller's
+        text = (root / "metrics.jsonl").read_bytes()
     except OSError:
         return 0
-    return text.count('"kind": "eval"')
+    return text.count(b'"kind": "eval"')
 
 
 class StudyProgress:
