@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lightship.data import load_data
 from lightship.data.builtin import BUILTINS
 from lightship.errors import UserError, closest
 from lightship.recipe import Recipe, build_recipe
@@ -112,7 +113,9 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
               epochs: int | None = None) -> Plan:
     """Check the options and build the grid (of the ``arms`` named, default all; ``epochs``
     replaces the budget's, and what the study scales with it); refuse a folder made by another
-    study or with other options (one line each)."""
+    study or with other options (one line each). For a new study folder the first cell's data is
+    loaded once, so data that does not load or folds that do not fit are refused before
+    anything is written."""
     if budget_name not in BUDGETS:
         raise UserError(f"unknown budget '{budget_name}'{closest(budget_name, BUDGETS)}; "
                         f"budgets: {', '.join(BUDGETS)}")
@@ -170,6 +173,8 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                 over.update({key: str(out / rel_) for key, rel_ in zip(arm.needs, needs,
                                                                        strict=True)})
                 recipe = build_recipe(arm.preset, over)
+                if saved is None and not cells:  # a new study: its data loads, its folds fit,
+                    load_data(recipe.data)  # before plan.json exists (or a million cells do)
                 cells.append(Cell(arm.name, seed, fold, rel, recipe,
                                   arm.cost * recipe.train.epochs, needs))
     return Plan(study, budget, data, seed_list, k, out, cells, command, chosen)
