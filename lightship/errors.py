@@ -20,8 +20,10 @@ class UserError(Exception):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; the message says what the run folder holds and how to go on. A
-    KeyboardInterrupt still, so code that catches Exception never swallows it."""
+    """Ctrl-C (or, under the CLI, SIGTERM) during a run; the message says what the run folder
+    holds and how to go on. A KeyboardInterrupt still, so code that catches Exception never
+    swallows it. The CLI exits with :func:`lightship.interrupt.exit_code` (130, 143 after
+    SIGTERM)."""
 
     exit_code = 130
 

@@ -99,9 +99,11 @@ def _torch_loading(pid: int) -> bool:
 
 
 def _interrupt(cmd: list[str], event: Callable[[int], bool], delay: float = 0.0,
-               **env: str) -> str:
-    """Run ``cmd`` in its own process group, send the group SIGINT when ``event(pid)`` holds
-    (plus ``delay``), and return the one line it prints; asserts exit 130 and no noise."""
+               sig: signal.Signals = signal.SIGINT, **env: str) -> str:
+    """Run ``cmd`` in its own process group, send the group SIGINT (the terminal's Ctrl-C) or the
+    main process SIGTERM (what `timeout`, systemd or Kubernetes send it) when ``event(pid)``
+    holds (plus ``delay``), and return the one line it prints; asserts exit 128 + the signal
+    (130, 143) and no noise."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=_env(**env), start_new_session=True)
     deadline = time.monotonic() + TIMEOUT
@@ -111,17 +113,21 @@ def _interrupt(cmd: list[str], event: Callable[[int], bool], delay: float = 0.0,
         time.sleep(0.001)
     time.sleep(delay)
     assert proc.poll() is None, "the run ended before the moment"
-    os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: main process and workers
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # the terminal's Ctrl-C: main process and workers
+    else:
+        proc.send_signal(sig)
     sent = time.monotonic()
     try:
         _, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError("Ctrl-C did not stop the run") from None
-    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+        raise AssertionError(f"{sig.name} did not stop the run") from None
+    assert proc.returncode == 128 + sig, (proc.returncode, err[-3000:])
     assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]
     lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lightship: interrupted"), err[-3000:]
+    word = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert len(lines) == 1 and lines[0].startswith(f"lightship: {word}"), err[-3000:]
     assert time.monotonic() - sent < 30, "not prompt"
     return lines[0]
 
@@ -143,9 +149,9 @@ def _recover(line: str, run: Path, reference: Path, data: str) -> str:
     elif line.endswith(f"nothing to resume: {run} has finished"):  # Ctrl-C as it ended
         pass
     else:
-        assert line in ("lightship: interrupted",
-                        "lightship: interrupted before the run folder was made; nothing was "
-                        "written"), line
+        assert line.replace("terminated", "interrupted") in (
+            "lightship: interrupted",
+            "lightship: interrupted before the run folder was made; nothing was written"), line
         assert not run.exists()
         return "nothing"
     summary = json.loads((run / "summary.json").read_text())
@@ -187,6 +193,23 @@ def test_ctrl_c_mid_epoch_resumes_to_identical_weights(tmp_path, synthetic_refer
     line = _interrupt(_train_cmd(SYN, tmp_path),  # epoch 1's checkpoint is in: epoch 2 runs
                       lambda pid: (run / "checkpoints" / "last.json").exists())
     assert _recover(line, run, synthetic_reference, SYN) == "resumed"
+
+
+def test_sigterm_after_the_first_checkpoint_says_resume_and_resume_finishes(
+        tmp_path, synthetic_reference):
+    """Issue 24: SIGTERM (timeout, systemd, Slurm, Kubernetes) ended a run with exit 143 and
+    nothing printed. It is handled as Ctrl-C is, with its own exit code."""
+    run = tmp_path / "r"
+    line = _interrupt(_train_cmd(SYN, tmp_path),
+                      lambda pid: (run / "checkpoints" / "last.json").exists(),
+                      sig=signal.SIGTERM)
+    assert line == f"lightship: terminated; continue with --resume {run}"
+    assert _recover(line, run, synthetic_reference, SYN) == "resumed"
+
+
+def test_sigterm_while_starting_up(tmp_path):
+    line = _interrupt(_train_cmd(SYN, tmp_path), _torch_loading, sig=signal.SIGTERM)
+    assert line == "lightship: terminated" and not (tmp_path / "r").exists()
 
 
 def _image_folder(root: Path) -> Path:
