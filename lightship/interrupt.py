@@ -99,7 +99,27 @@ def deferred(then_raise: bool = True) -> Iterator[None]:
         check()
 
 
-def ignore_in_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: workers started without fork (spawn, forkserver) do not
-    inherit the handler; the main process stops them either way."""
+@contextmanager
+def spawning() -> Iterator[None]:
+    """Start processes that run Python afresh (spawn) inside this block: SIGINT is blocked here
+    meanwhile, and they inherit the blocked signal through exec, so a Ctrl-C while they import
+    (seconds, for torch) prints no traceback of theirs; :func:`ignore_in_worker` then ignores it
+    for good. This process gets a Ctrl-C of that time when the block ends, and stops them."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def ignore_in_worker(worker_id: int = 0) -> None:
+    """A worker process ignores Ctrl-C (the main process stops it): a DataLoader
+    ``worker_init_fn`` (workers started without fork, spawn or forkserver, do not inherit the
+    handler) and a study's pool initializer (started in :func:`spawning`; a Ctrl-C held back
+    since is dropped here)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -98,6 +98,30 @@ def _torch_loading(pid: int) -> bool:
         return False
 
 
+def _children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def _worker_importing(pid: int) -> bool:
+    """A spawned worker of ``pid`` (a study's pool) is importing torch."""
+    for child in _children(pid):
+        try:
+            spawned = b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if spawned and _torch_loading(child):
+            return True
+    return False
+
+
 def _interrupt(cmd: list[str], event: Callable[[int], bool], delay: float = 0.0,
                sig: signal.Signals = signal.SIGINT, **env: str) -> str:
     """Run ``cmd`` in its own process group, send the group SIGINT (the terminal's Ctrl-C) or the
@@ -210,6 +234,19 @@ def test_sigterm_after_the_first_checkpoint_says_resume_and_resume_finishes(
 def test_sigterm_while_starting_up(tmp_path):
     line = _interrupt(_train_cmd(SYN, tmp_path), _torch_loading, sig=signal.SIGTERM)
     assert line == "lightship: terminated" and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_study_stops_its_workers_without_noise(sig, tmp_path):
+    """Issue 24: Ctrl-C on `lightship study --jobs 2` printed the workers' KeyboardInterrupt
+    tracebacks when it came while they imported torch, and at times resource_tracker's
+    "leaked semaphore" warnings; SIGTERM printed nothing. The signal comes as a worker
+    imports torch: one line, exit 130 or 143."""
+    cmd = [sys.executable, "-m", "lightship", "study", "degradation", "--budget", "quick",
+           "--jobs", "2", "--no-progress", "--out", str(tmp_path / "study")]
+    line = _interrupt(cmd, _worker_importing, sig=sig)
+    word = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert line.startswith(f"lightship: {word}; run the same command again"), line
 
 
 def _image_folder(root: Path) -> Path:

@@ -22,10 +22,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lightship import interrupt
 from lightship.data import load_data
 from lightship.data.builtin import BUILTINS
 from lightship.errors import UserError, closest
@@ -227,6 +229,7 @@ def _init_worker(threads: int, parent: int) -> None:
 
     from lightship.train.malloc import keep_freed_memory
 
+    interrupt.ignore_in_worker()  # Ctrl-C is the study's to handle: it stops the workers
     keep_freed_memory()  # a worker process only trains (lightship.train.malloc)
     torch.set_num_threads(threads)
 
@@ -395,8 +398,9 @@ def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # a lower limit set by the user wins
         threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                               initargs=(threads, os.getpid()))
+    with interrupt.spawning():  # a queue's semaphore is registered, then given its cleanup
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(threads, os.getpid()))
     futures: dict[Future, Cell] = {}
     queue = list(todo)
     ok = False
@@ -409,7 +413,8 @@ def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
             while ready and len(futures) < jobs:
                 cell = ready.pop(0)
                 queue.remove(cell)
-                futures[pool.submit(run_cell, _spec(plan, cell))] = cell
+                with interrupt.spawning():  # a submit starts a worker when one is missing
+                    futures[pool.submit(run_cell, _spec(plan, cell))] = cell
                 running.append(cell)
             if not futures:
                 if queue and not any(_ready(c, records) is not False for c in queue):
@@ -419,13 +424,32 @@ def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
             for fut in done:
                 cell = futures.pop(fut)
                 running.remove(cell)
-                finish(cell, fut.result())
+                try:
+                    record = fut.result()
+                except BrokenProcessPool:  # workers killed by a SIGTERM sent to them all
+                    interrupt.check()  # ... is the study's SIGTERM, not a broken pool
+                    raise
+                finish(cell, record)
         ok = True
     finally:
-        if not ok:  # an error or Ctrl-C: stop the workers now; their cells resume next time
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
-        pool.shutdown(wait=ok, cancel_futures=True)
+        _stop_pool(pool, now=not ok)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, now: bool) -> None:
+    """Shut the worker pool down and wait until its processes, queues and manager thread are
+    gone. ``now`` (an error, Ctrl-C, SIGTERM): end the workers first; their cells resume next
+    time. Left to the interpreter's exit, the pool's semaphores were at times still registered
+    when the process ended, and resource_tracker warned of them as leaked."""
+    if now:
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            proc.join(10)
+            if proc.is_alive():  # stuck where SIGTERM waits (a write to a slow disk)
+                proc.kill()
+                proc.join()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def command_line(argv: list[str] | None = None) -> str:
