@@ -27,11 +27,8 @@ _defer = 0  # depth of deferred() blocks
 
 def _handler(signum, frame) -> None:
     global _hit
-    if os.getpid() != _owner:  # a forked DataLoader worker: the main process shuts it down ...
-        if signum == signal.SIGTERM:  # ... with SIGTERM (torch's terminate()), which ends it
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-        return
+    if os.getpid() != _owner:  # a forked DataLoader worker: the main process shuts it down
+        return  # (a worker killed by a SIGTERM sent to every process made torch complain)
     again = bool(_hit)
     _hit = _hit or signum
     if not _defer or again:  # a second signal does not wait

@@ -123,11 +123,12 @@ def _worker_importing(pid: int) -> bool:
 
 
 def _interrupt(cmd: list[str], event: Callable[[int], bool], delay: float = 0.0,
-               sig: signal.Signals = signal.SIGINT, **env: str) -> str:
+               sig: signal.Signals = signal.SIGINT, group: bool | None = None,
+               **env: str) -> str:
     """Run ``cmd`` in its own process group, send the group SIGINT (the terminal's Ctrl-C) or the
-    main process SIGTERM (what `timeout`, systemd or Kubernetes send it) when ``event(pid)``
-    holds (plus ``delay``), and return the one line it prints; asserts exit 128 + the signal
-    (130, 143) and no noise."""
+    main process SIGTERM (what `timeout` or Kubernetes send it; ``group``: to every process, as
+    systemd and Slurm do) when ``event(pid)`` holds (plus ``delay``), and return the one line it
+    prints; asserts exit 128 + the signal (130, 143) and no noise."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=_env(**env), start_new_session=True)
     deadline = time.monotonic() + TIMEOUT
@@ -137,7 +138,7 @@ def _interrupt(cmd: list[str], event: Callable[[int], bool], delay: float = 0.0,
         time.sleep(0.001)
     time.sleep(delay)
     assert proc.poll() is None, "the run ended before the moment"
-    if sig == signal.SIGINT:
+    if group if group is not None else sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # the terminal's Ctrl-C: main process and workers
     else:
         proc.send_signal(sig)
@@ -282,6 +283,21 @@ def test_ctrl_c_while_loader_workers_start(fork, tmp_path, folder_and_reference)
                       lambda pid: mark.exists(), LIGHTSHIP_TEST_FORK_PAUSE=str(fork),
                       LIGHTSHIP_TEST_FORK_MARK=str(mark))
     assert _recover(line, run, reference, data) == ("resumed" if fork == 5 else "restarted")
+
+
+def test_sigterm_to_every_process_while_loader_workers_start(tmp_path, folder_and_reference):
+    """systemd and Slurm send SIGTERM to every process of the job: forked loader workers leave
+    it to the main process, as they do Ctrl-C, and the run stops with its one line. (A worker
+    that died of it could make torch print "Exception ignored in ... DataLoader worker is killed
+    by signal: Terminated" while the loader shut down: seen by hand at random moments after an
+    evaluation, 1 in 4, not at this one.)"""
+    data, reference = folder_and_reference
+    run, mark = tmp_path / "r", tmp_path / "forked"
+    line = _interrupt(_train_cmd(data, tmp_path, "--set", "data.workers=2"),
+                      lambda pid: mark.exists(), sig=signal.SIGTERM, group=True,
+                      LIGHTSHIP_TEST_FORK_PAUSE="5", LIGHTSHIP_TEST_FORK_MARK=str(mark))
+    assert line == f"lightship: terminated; continue with --resume {run}"
+    assert _recover(line, run, reference, data) == "resumed"
 
 
 @pytest.mark.slow
