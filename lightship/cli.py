@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
         except UserError as exc:
             if interrupt.interrupted():  # the failure is Ctrl-C's doing, not the input's
-                print("lightship: interrupted", file=sys.stderr)
-                return Interrupted.exit_code
+                print(f"lightship: {interrupt.stopped()}", file=sys.stderr)
+                return interrupt.exit_code()
             lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
             print(f"lightship: error: {lines[-1] if lines else 'invalid input'}", file=sys.stderr)
             return exc.exit_code
@@ -281,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         except KeyboardInterrupt as exc:  # a run's Interrupted says how to go on
-            print(f"lightship: {exc if isinstance(exc, Interrupted) else 'interrupted'}",
+            print(f"lightship: {exc if isinstance(exc, Interrupted) else interrupt.stopped()}",
                   file=sys.stderr)
-            return Interrupted.exit_code
+            return interrupt.exit_code()
 
 
 def run() -> NoReturn:

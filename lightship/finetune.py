@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from lightship.errors import UserError
 from lightship.fileio import user_path
 from lightship.recipe import FinetuneCfg, Recipe
+from lightship.runs import RunPaths, how_to_continue
 from lightship.weights import load_plain, read_weights, resolve_source
 
 PLAIN_SUFFIXES = (".pt", ".pth")
@@ -79,7 +80,11 @@ def read_init(source: str | Path) -> InitFile:
         raise UserError(f"init {source} does not exist; give a run folder, a .safetensors file "
                         "or a .pt/.pth state_dict")
     if path.is_dir():
-        path = resolve_source(path, role="init").weights
+        root, path = path, resolve_source(path, role="init").weights
+        if path != RunPaths(root).weights:  # an unfinished run: never its checkpoint unasked
+            raise UserError(f"init {source} has no final weights.safetensors (the run has not "
+                            f"finished); to start from its last checkpoint, name it: --init "
+                            f"{path}; or finish the run first ({how_to_continue(root)})")
     if path.suffix == ".safetensors":
         tensors, meta = read_weights(path)
     elif path.suffix in PLAIN_SUFFIXES:

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from lightship.errors import UserError, closest
+from lightship.errors import UserError, closest, shown
 from lightship.fileio import user_path
 from lightship.methods.terms import TERMS, parse_method
 
@@ -330,6 +330,16 @@ class RunCfg(_Section):
     """Run folder name under dir; None = <model>_<data>_<timestamp>."""
     dir: str = "runs"
 
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, value: str | None) -> str | None:
+        # `../x`, `a/b` or an absolute path would put the run folder outside run.dir.
+        if value is not None and (any(sep in value for sep in "/\\\0")
+                                  or value in (".", "..")):
+            raise ValueError("a run name is one folder name (no '/' or '\\', not '.' or '..'); "
+                             "choose the parent folder with --out (run.dir)")
+        return value
+
 
 class Recipe(_Section):
     data: DataCfg = DataCfg()
@@ -451,6 +461,30 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+MAX_VALUES = 10_000
+"""The most values a recipe file or a ``--set`` value may hold once its YAML aliases (``*name``)
+are expanded. A recipe holds a few hundred; a few hundred bytes of nested aliases ("billion
+laughs") stand for billions, which validation and its error message would expand."""
+
+
+def _bounded(value: Any, where: str) -> Any:
+    """``value``, unless it holds more than :data:`MAX_VALUES` values with its aliases
+    expanded (counted up to the bound, so a bomb is refused at once; a cycle too)."""
+    todo, seen = [value], 0
+    while todo:
+        node = todo.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise UserError(f"{where} holds more than {MAX_VALUES:,} values once its YAML "
+                            "aliases (*name) are expanded; a recipe is plain values: write them "
+                            "out without nested aliases")
+        if isinstance(node, dict):
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return value
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse ``a.b=c`` (c read as YAML, so 0.1, true, [1, 2] keep their types)."""
     if "=" not in text:
@@ -463,7 +497,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    return key, value
+    return key, _bounded(value, f"--set {key}")
 
 
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
@@ -503,7 +537,7 @@ def _explain(err: ValidationError) -> str:
         key = ".".join(str(p) for p in path)
         forms = dict.fromkeys(e["msg"].removeprefix("Input should be ").split(", unable")[0]
                               for e in members)
-        return (f"recipe key '{key}' = {first.get('input')!r}: should be "
+        return (f"recipe key '{key}' = {shown(first.get('input'))}: should be "
                 f"{' or '.join(forms)}; fix it in the recipe or with --set {key}=...")
     if first["type"] == "extra_forbidden":
         name = str(loc[-1])
@@ -516,7 +550,8 @@ def _explain(err: ValidationError) -> str:
     if first["type"] == "value_error" and not loc:
         return f"invalid recipe: {msg}"
     bad = first.get("input")
-    return f"recipe key '{key}' = {bad!r}: {msg}; fix it in the recipe or with --set {key}=..."
+    return (f"recipe key '{key}' = {shown(bad)}: {msg}; fix it in the recipe or with --set "
+            f"{key}=...")
 
 
 def build_recipe(source: str | dict[str, Any] | None = None,
@@ -547,8 +582,8 @@ def build_recipe(source: str | dict[str, Any] | None = None,
     preset = tree.pop("preset", None)
     preset = "default" if preset is None else preset
     if not isinstance(preset, str) or preset not in PRESETS:
-        raise UserError(f"unknown preset '{preset}'{closest(str(preset), PRESETS)}; "
-                        f"presets: {', '.join(PRESETS)}")
+        hint = closest(preset, PRESETS) if isinstance(preset, str) else ""
+        raise UserError(f"unknown preset {shown(preset)}{hint}; presets: {', '.join(PRESETS)}")
     tree = _merge(PRESETS[preset], tree)
     items = overrides.items() if isinstance(overrides, dict) else (
         o if isinstance(o, tuple) else parse_override(o) for o in (overrides or []))
@@ -566,7 +601,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise UserError(f"recipe file {path} is not valid YAML{at}; fix the syntax") from None
     if not isinstance(loaded, dict):
         raise UserError(f"recipe file {path} must be a mapping of sections (data:, model:)")
-    return loaded
+    return _bounded(loaded, f"recipe file {path}")
 
 
 def _validate(tree: dict[str, Any]) -> Recipe:

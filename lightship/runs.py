@@ -73,15 +73,20 @@ class RunPaths:
         return self.recipe.exists()
 
 
+def summary_says_finished(paths: RunPaths) -> bool:
+    """Whether the run's summary.json (if readable) says it finished."""
+    try:
+        return json.loads(paths.summary.read_text()).get("status") == "finished"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def how_to_continue(root: Path) -> str:
     """How to go on with a run folder that stopped: ``--resume`` only when it has a checkpoint to
     resume from, ``--overwrite`` when it exists without one, else the same command again."""
     paths = RunPaths(root)
-    try:
-        if json.loads(paths.summary.read_text()).get("status") == "finished":
-            return f"nothing to resume: {root} has finished"
-    except (OSError, ValueError, AttributeError):
-        pass
+    if summary_says_finished(paths):
+        return f"nothing to resume: {root} has finished"
     if paths.last.exists():
         return f"continue with --resume {root}"
     if root.exists():
@@ -228,11 +233,10 @@ class MetricsLog:
         """Drop records written after ``step`` (work lost to a crash, redone on resume)."""
         if not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and _record_step(line) <= step]
+        keep = [line for line in _lines(self.path) if _record_step(line) <= step]
         tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_text("".join(line + "\n" for line in keep))
+            tmp.write_bytes(b"".join(line + b"\n" for line in keep))
             os.replace(tmp, self.path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -253,15 +257,21 @@ class MetricsLog:
             fh.flush()  # surface ENOSPC here, not later in close()
 
 
-def _parse_line(line: str) -> dict[str, Any] | None:
+def _lines(path: Path) -> list[bytes]:
+    """The non-blank lines of a metrics file, as bytes: a line that is not UTF-8 is then one
+    damaged line (for :func:`_parse_line`), not a UnicodeDecodeError for the whole file."""
+    return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
     try:
-        rec = json.loads(line)
-    except json.JSONDecodeError:
+        rec = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     return rec if isinstance(rec, dict) else None
 
 
-def _record_step(line: str) -> int:
+def _record_step(line: bytes) -> int:
     rec = _parse_line(line)
     try:
         return int(rec.get("step", 0)) if rec is not None else 1 << 62  # torn: drop it
@@ -271,8 +281,9 @@ def _record_step(line: str) -> int:
 
 def parse_records(path: Path) -> list[dict[str, Any]]:
     """The records of a metrics.jsonl file in order. Only the last line can be torn by a crash
-    and is skipped; a bad line before it means the file is corrupt (a one-line UserError)."""
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    and is skipped; a bad line before it (not JSON, or not even UTF-8) means the file is corrupt
+    (a one-line UserError)."""
+    lines = _lines(path)
     out = []
     for i, line in enumerate(lines):
         rec = _parse_line(line)
@@ -337,6 +348,10 @@ def read_records(run_dir: Path | str) -> RunRecords:
         raise UserError(f"{paths.metrics} is missing: the run has not started training; "
                         "start or resume it first")
     records = parse_records(paths.metrics)
+    if not records and summary_says_finished(paths):  # a finished run logged: the file is hurt
+        raise UserError(f"{paths.metrics} is empty or damaged, although {run_dir} finished "
+                        "(summary.json); its records are lost: train it again (--overwrite) "
+                        "to judge it")
     if not records:
         raise UserError(f"{paths.metrics} is empty: the run has not finished an epoch; "
                         "judge it after its first evaluation")

@@ -666,6 +666,54 @@ def test_disk_full_mid_run_then_resume_finishes(tmp_path, monkeypatch, capsys):
     assert summary["status"] == "finished" and summary["epochs"] == 2
 
 
+class _FullDisk:
+    """A file on a full disk: every write fails as the operating system says it."""
+
+    def write(self, data) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("full_at", [1, 2])
+def test_disk_full_in_a_state_file_leaves_no_orphan(full_at, tmp_path, monkeypatch, capsys):
+    """Issue 24: the disk fills while checkpoint ``full_at``'s state file is written. Given a
+    path, torch's own writer fails with "[enforce fail at inline_container.cc:672]" (exit 1, a
+    48-line traceback, and step-N.safetensors left without last.json); the message must be the
+    one disk-full line, and the half-written checkpoint must be gone (the earlier one intact)."""
+    real, calls = torch.save, []
+
+    def save_on_a_full_disk(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < full_at:
+            return real(obj, f, *args, **kwargs)
+        if isinstance(f, str | os.PathLike):  # what torch does with a path on a full disk
+            Path(f).write_bytes(b"PK\x03\x04")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 "
+                               "vs 598")
+        return real(obj, _FullDisk(), *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)
+    run = tmp_path / "r"
+    capsys.readouterr()
+    assert main(["train", "--data", SYN, *TINY, "--epochs", "2", "--out", str(tmp_path),
+                 "--name", "r"]) == 2
+    err = capsys.readouterr().err
+    again = (f"continue with --resume {run}" if full_at > 1 else
+             f"start it again with --overwrite ({run} has no checkpoint to resume)")
+    assert err.startswith("lightship: error: disk full while writing ") and err.count("\n") == 1
+    assert err.endswith(f".state.pt; free space, then {again}\n"), err
+    left = sorted(p.name for p in (run / "checkpoints").iterdir())
+    if full_at == 1:
+        assert left == [], left
+    else:
+        tag = json.loads((run / "checkpoints" / "last.json").read_text())["tag"]
+        assert left == sorted(["last.json", f"{tag}.safetensors", f"{tag}.state.pt"]), left
+        monkeypatch.setattr(torch, "save", real)  # space freed
+        assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Issue 14: inputs that must work as written, and refusals that must write nothing
 
@@ -764,6 +812,31 @@ def test_no_recipe_empty_recipe_and_default_are_one(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(loop, "_train_in_world", lambda recipe, *a: seen.append(recipe))
     loop.train()
     assert seen == [default]
+
+
+@pytest.mark.parametrize("how", ["--name", "--set", "yaml"])
+@pytest.mark.parametrize("name", ["../x", "a/b", "ABS", ".", "..", "a\\b"])
+def test_run_name_is_one_folder_name(name, how, tmp_path, monkeypatch, capsys):
+    """Issue 24: --name ../x, a/b or /abs/path made the run folder outside --out. A run name
+    (from --name, --set run.name or a recipe file) is one folder name: refused in one line,
+    nothing written."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "deep" / "out"
+    out.mkdir(parents=True)
+    name = str(tmp_path / "abs" / "path") if name == "ABS" else name  # where the test sees it
+    if how == "yaml":
+        (tmp_path / "r.yaml").write_text(yaml.safe_dump({"run": {"name": name}}))
+        extra = ["--recipe", str(tmp_path / "r.yaml")]
+    else:
+        extra = [how, name if how == "--name" else f"run.name={name}"]
+    before = _hashes(tmp_path)
+    capsys.readouterr()
+    code = main(["train", "--data", SYN, *TINY, "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("lightship: error: ") and err.count("\n") == 1, err
+    assert "run.name" in err and "one folder name" in err and "--out" in err, err
+    assert _hashes(tmp_path) == before
 
 
 def _stats(root: Path) -> dict[str, tuple[int, int, int]]:

@@ -366,6 +366,40 @@ def test_load_records_errors(tmp_path):
         load_records(run)
 
 
+def test_undecodable_bytes_follow_the_torn_line_rule(tmp_path, capsys):
+    """Issue 24: bytes that are not UTF-8 in metrics.jsonl made diagnose and report exit 1 with
+    a UnicodeDecodeError traceback. Such a line is a damaged line: skipped when it is the last
+    one (a torn write), else the file is corrupt, said in one line naming the line."""
+    from lightship.cli import main
+
+    recs = records(exp_curve(5), exp_curve(5))
+    good = [json.dumps(r).encode() for r in recs]
+    run = _run_dir(tmp_path, [])
+    (run / "metrics.jsonl").write_bytes(b"\n".join(good) + b'\n{"kind": "st\xff\xfe')
+    assert len(load_records(run)) == len(recs)
+    (run / "metrics.jsonl").write_bytes(b"\n".join([good[0], b'{"kind": "\xe9t\xff"}',
+                                                    *good[1:]]) + b"\n")
+    with pytest.raises(UserError, match="line 2 is not a JSON record"):
+        load_records(run)
+    for argv in (["diagnose", str(run)], ["report", str(run), "-o", str(tmp_path / "r.html")]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "line 2 is not a JSON record" in err, err
+
+
+def test_an_empty_metrics_file_of_a_finished_run_is_damage_not_youth(tmp_path):
+    """Issue 24: a 0-byte metrics.jsonl of a run whose summary.json says finished was reported
+    as "has not finished an epoch"; it is an empty (damaged) file."""
+    run = _run_dir(tmp_path, [])
+    (run / "summary.json").write_text(json.dumps({"status": "finished", "epochs": 5}))
+    with pytest.raises(UserError) as err:
+        load_records(run)
+    msg = str(err.value)
+    assert "is empty" in msg and "finished" in msg and "not finished an epoch" not in msg, msg
+    assert "\n" not in msg
+
+
 def test_clean_target_epochs_are_left_out_of_the_plateau_test():
     # mixup off for the last 3 epochs: the train loss steps down (clean targets), not progress
     n = 30

@@ -69,6 +69,33 @@ def test_other_classes_reinitialise_the_head_and_keep_the_backbone(source):
     assert apply_init(model3, init, "cnn4", classes=("0", "1", "2")).head == ""
 
 
+def test_init_from_an_unfinished_run_names_its_checkpoint_instead(source, tmp_path, capsys):
+    """Issue 24: --init RUN of a run without weights.safetensors silently loaded its last
+    checkpoint. It is refused in one line naming that checkpoint (which loads when given) and
+    how to finish the run; nothing is written."""
+    import shutil
+
+    run = tmp_path / "unfinished"
+    shutil.copytree(source.run_dir, run)
+    (run / "weights.safetensors").unlink()
+    (run / "summary.json").unlink()
+    tag = json.loads((run / "checkpoints" / "last.json").read_text())["tag"]
+    ckpt = run / "checkpoints" / f"{tag}.safetensors"
+    with pytest.raises(UserError) as err:
+        read_init(run)
+    msg = str(err.value)
+    assert "has not finished" in msg and f"--init {ckpt}" in msg, msg
+    assert f"--resume {run}" in msg and "\n" not in msg, msg
+    assert read_init(ckpt).file == ckpt
+    out = tmp_path / "runs"
+    capsys.readouterr()
+    assert main(["train", "--data", DATA, "--model", "cnn4", "--epochs", "1", "--device", "cpu",
+                 "--init", str(run), "--out", str(out), "--name", "n", "--no-progress"]) == 2
+    err_line = capsys.readouterr().err
+    assert err_line.count("\n") == 1 and f"--init {ckpt}" in err_line, err_line
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("given,wanted", [(1, 3), (3, 1)])
 def test_first_conv_adapts_channels_for_a_grey_image(tmp_path, given, wanted):
     torch.manual_seed(0)

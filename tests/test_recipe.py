@@ -113,3 +113,53 @@ def test_saved_recipe_reads_keys_it_lacks_as_schema_defaults_not_the_default_pre
     saved = load_saved_recipe(path)
     assert (saved.augment.rotate, saved.train.tta) == (0.0, False)
     assert (default.augment.rotate, default.train.tta) == (10.0, "final")
+
+
+def _alias_bomb(levels: int, width: int = 9) -> str:
+    """Billion laughs: each level a list of ``width`` aliases of the level below, so a few
+    hundred bytes of YAML stand for width**levels values."""
+    lines = [f"    - &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"    - &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "train:\n  seed:\n" + "\n".join(lines) + "\n"
+
+
+def test_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    """Issue 24: a 1 KB recipe whose train.seed is a billion laughs (9**9 values) ran for 60 s
+    and took 5.7 GB, writing the expanded value into the error. Run under a memory cap of
+    2 GB over what the process holds once lightship is imported: one short line, exit 2."""
+    import subprocess
+    import sys
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_alias_bomb(9))
+    assert len(bomb.read_bytes()) < 1024
+    code = ("import os, resource, sys\n"
+            "from lightship.cli import main, make_parser\n"
+            "make_parser()  # torch and the rest imported before the cap\n"
+            "vm = int(open('/proc/self/statm').read().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (vm + (2 << 30), resource.RLIM_INFINITY))\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, "train", "--recipe", str(bomb),
+                           "--print-recipe"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and len(proc.stderr) < 300, proc.stderr[-2000:]
+    assert "bomb.yaml" in proc.stderr and "aliases" in proc.stderr, proc.stderr
+
+
+def test_an_alias_bomb_in_set_is_refused_too():
+    with pytest.raises(UserError, match="aliases"):
+        build_recipe("default", ["train.seed=[&a [1,1,1,1,1,1,1,1,1,1], "
+                                 + ", ".join(["&b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]"]
+                                             + ["*b"] * 199) + "]"])
+
+
+def test_echoed_values_are_cut_short():
+    """The smaller bomb's line was 428 KB: a value is echoed in at most ~80 characters."""
+    for bad in (list(range(5000)), "x" * 5000, {f"k{i}": i for i in range(500)}):
+        with pytest.raises(UserError) as e:
+            build_recipe("default", [("train.seed", bad)])
+        msg = str(e.value)
+        assert msg.startswith("recipe key 'train.seed' = ") and len(msg) < 250, msg
+    with pytest.raises(UserError) as e:
+        build_recipe({"preset": list(range(5000))})
+    assert len(str(e.value)) < 250

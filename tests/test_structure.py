@@ -151,3 +151,13 @@ def test_every_imported_package_is_declared():
     third = {alias.get(u, u).lower() for u in used if u not in stdlib and u != "lightship"}
     # pillow arrives with torchvision and matplotlib, which need it themselves.
     assert third - declared <= {"pillow"}, third - declared
+
+
+def test_package_metadata_uses_an_spdx_license():
+    """Issue 24: `license = { text = "MIT" }` made every `pip install -e .` (make demo, make
+    test) print ~60 lines of setuptools deprecation warnings. An SPDX string needs
+    setuptools >= 77 to build."""
+    tomllib = pytest.importorskip("tomllib")
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert meta["project"]["license"] == "MIT"
+    assert "setuptools>=77" in meta["build-system"]["requires"]

@@ -140,6 +140,28 @@ def test_bad_study_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys):
     assert (junk / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("bad, needle", [
+    (["--folds", "1000"], "data.folds=1000 needs at least 1000 images of every class"),
+    (["--data", "NOT_DATA"], "is not a dataset folder lightship knows"),
+])
+def test_bad_data_or_folds_are_refused_before_plan_json(bad, needle, tmp_path, capsys):
+    """Issue 24: --folds 1000 (more than a class has) or --data at a folder that holds no
+    dataset was one line, but plan.json was written first, so the corrected command on the
+    same --out was refused ("was made with folds 1000, not 2"). Nothing is written now."""
+    out, not_data = tmp_path / "study", tmp_path / "not-data"
+    not_data.mkdir()
+    argv = ["study", "degradation", "--budget", "quick", "--no-progress", "--out", str(out),
+            *[str(not_data) if a == "NOT_DATA" else a for a in bad]]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not out.exists()
+    plan = make_plan(get_study("degradation"), "quick", seeds=None, folds=None,
+                     data="mnist5k", out=out, command="the corrected command")
+    assert plan.folds == 2
+
+
 def test_study_list_names_every_study_and_budget(capsys):
     assert main(["study", "list"]) == 0
     out = capsys.readouterr().out

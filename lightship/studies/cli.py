@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lightship import interrupt
 from lightship.errors import UserError
 from lightship.studies import BUDGETS, STUDIES, get_study
 from lightship.studies.runner import Plan, command_line, execute, make_plan, read_plan
@@ -69,9 +70,9 @@ def cmd_study(args: argparse.Namespace) -> int:
                         arms=[a for a in (args.arms or "").split(",") if a] or None,
                         epochs=args.epochs, precision=args.precision)
     except KeyboardInterrupt:
-        print("lightship: interrupted; run the same command again to continue the study "
-              "(finished cells are kept, the interrupted one resumes)", file=sys.stderr)
-        return 130
+        print(f"lightship: {interrupt.stopped()}; run the same command again to continue the "
+              "study (finished cells are kept, the interrupted one resumes)", file=sys.stderr)
+        return interrupt.exit_code()
     out = res.plan.out
     print(f"study {res.study.name} ({res.budget.name}): {res.n_done}/{res.n_total} cells; "
           f"{res.plan.setup()}; {out / 'study.md'}")

@@ -26,10 +26,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lightship import interrupt
+from lightship.data import load_data
 from lightship.data.builtin import BUILTINS
 from lightship.errors import UserError, closest
 from lightship.recipe import Recipe, build_recipe
@@ -130,7 +133,9 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
     """Check the options and build the grid (of the ``arms`` named, default all; ``epochs``
     replaces the budget's, and what the study scales with it; ``precision`` what
     ``train.precision: auto`` becomes in the cells, default this machine's choice); refuse a
-    folder made by another study, with other options or in another precision (one line each)."""
+    folder made by another study, with other options or in another precision (one line each).
+    For a new study folder the first cell's data is loaded once, so data that does not load or
+    folds that do not fit are refused before anything is written."""
     if budget_name not in BUDGETS:
         raise UserError(f"unknown budget '{budget_name}'{closest(budget_name, BUDGETS)}; "
                         f"budgets: {', '.join(BUDGETS)}")
@@ -191,6 +196,8 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                 over.update({key: str(out / rel_) for key, rel_ in zip(arm.needs, needs,
                                                                        strict=True)})
                 recipe = build_recipe(arm.preset, over)
+                if saved is None and not cells:  # a new study: its data loads, its folds fit,
+                    load_data(recipe.data)  # before plan.json exists (or a million cells do)
                 cells.append(Cell(arm.name, seed, fold, rel, recipe,
                                   arm.cost * recipe.train.epochs, needs))
     pinned = None if unpinned else _pin_precision(cells, precision)
@@ -266,6 +273,7 @@ def _init_worker(jobs: int, parent: int) -> None:
     from lightship.train.malloc import keep_freed_memory
     from lightship.train.threads import fit_threads, manage_threads
 
+    interrupt.ignore_in_worker()  # Ctrl-C is the study's to handle: it stops the workers
     keep_freed_memory()  # a worker process only trains (lightship.train.malloc)
     manage_threads(jobs)  # cores / jobs threads at most, fewer beside other work
     fit_threads()  # the share from the start (every epoch re-fits it)
@@ -279,11 +287,11 @@ def _init_worker(jobs: int, parent: int) -> None:
 
 
 def _epochs_done(root: Path) -> int:
-    try:
-        text = (root / "metrics.jsonl").read_text()
+    try:  # bytes: a damaged line is the reader's to report, not the progress poller's
+        text = (root / "metrics.jsonl").read_bytes()
     except OSError:
         return 0
-    return text.count('"kind": "eval"')
+    return text.count(b'"kind": "eval"')
 
 
 class StudyProgress:
@@ -433,8 +441,9 @@ def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                               initargs=(jobs, os.getpid()))
+    with interrupt.spawning():  # a queue's semaphore is registered, then given its cleanup
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(jobs, os.getpid()))
     futures: dict[Future, Cell] = {}
     queue = list(todo)
     ok = False
@@ -447,7 +456,8 @@ def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
             while ready and len(futures) < jobs:
                 cell = ready.pop(0)
                 queue.remove(cell)
-                futures[pool.submit(run_cell, _spec(plan, cell))] = cell
+                with interrupt.spawning():  # a submit starts a worker when one is missing
+                    futures[pool.submit(run_cell, _spec(plan, cell))] = cell
                 running.append(cell)
             if not futures:
                 if queue and not any(_ready(c, records) is not False for c in queue):
@@ -457,13 +467,32 @@ def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
             for fut in done:
                 cell = futures.pop(fut)
                 running.remove(cell)
-                finish(cell, fut.result())
+                try:
+                    record = fut.result()
+                except BrokenProcessPool:  # workers killed by a SIGTERM sent to them all
+                    interrupt.check()  # ... is the study's SIGTERM, not a broken pool
+                    raise
+                finish(cell, record)
         ok = True
     finally:
-        if not ok:  # an error or Ctrl-C: stop the workers now; their cells resume next time
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
-        pool.shutdown(wait=ok, cancel_futures=True)
+        _stop_pool(pool, now=not ok)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, now: bool) -> None:
+    """Shut the worker pool down and wait until its processes, queues and manager thread are
+    gone. ``now`` (an error, Ctrl-C, SIGTERM): end the workers first; their cells resume next
+    time. Left to the interpreter's exit, the pool's semaphores were at times still registered
+    when the process ended, and resource_tracker warned of them as leaked."""
+    if now:
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            proc.join(10)
+            if proc.is_alive():  # stuck where SIGTERM waits (a write to a slow disk)
+                proc.kill()
+                proc.join()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def command_line(argv: list[str] | None = None) -> str:

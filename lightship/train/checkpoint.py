@@ -25,7 +25,15 @@ from lightship.weights import load_plain, load_weights, save_weights
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: _torch_save(state, tmp))
+
+
+def _torch_save(state: dict[str, Any], path: Path) -> None:
+    # Through a Python file: a full disk is then OSError(ENOSPC), which says so in one line.
+    # Given a path, torch's own writer fails with "[enforce fail at inline_container.cc]",
+    # which names neither the cause nor the file.
+    with open(path, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load_state(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -75,8 +83,31 @@ class TrainState:
 
 
 def save_checkpoint(paths: RunPaths, state: TrainState, metadata: dict[str, Any]) -> None:
-    """Write step-N weights and state, then point last.json at them (the atomic commit)."""
+    """Write step-N weights and state, then point last.json at them (the atomic commit). A
+    write that fails (a full disk) removes this checkpoint's files: the last one stays whole."""
     tag = f"step-{state.step:08d}"
+    try:
+        _write_checkpoint(paths, state, metadata, tag)
+    except BaseException:
+        if _committed(paths) != tag:
+            for part in paths.checkpoints.glob(f"{tag}.*"):
+                part.unlink(missing_ok=True)
+        raise
+    for old in paths.checkpoints.glob("step-*"):
+        if not old.name.startswith(tag + "."):
+            old.unlink(missing_ok=True)
+
+
+def _committed(paths: RunPaths) -> str | None:
+    """The tag last.json points at, or None."""
+    try:
+        return json.loads(paths.last.read_text())["tag"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_checkpoint(paths: RunPaths, state: TrainState, metadata: dict[str, Any],
+                      tag: str) -> None:
     save_weights(paths.checkpoints / f"{tag}.safetensors", state.model, metadata)
     if state.ema is not None:
         save_weights(paths.checkpoints / f"{tag}.ema.safetensors", state.ema)
@@ -99,9 +130,6 @@ def save_checkpoint(paths: RunPaths, state: TrainState, metadata: dict[str, Any]
     })
     atomic_write_json(paths.last, {"tag": tag, "step": state.step, "epoch": state.epoch},
                       indent=None)
-    for old in paths.checkpoints.glob("step-*"):
-        if not old.name.startswith(tag + "."):
-            old.unlink(missing_ok=True)
 
 
 def restore_checkpoint(paths: RunPaths, state: TrainState) -> None:

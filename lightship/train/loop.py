@@ -222,9 +222,9 @@ def _train_in_world(recipe: Recipe, resume: str | Path | None, world: World,
     except OSError as exc:  # disk full, folder not writable: one line naming the file
         raise write_error(Path(exc.filename or paths.root), exc, paths.root) from None
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; {how_to_continue(paths.root)}" if made else
-                          "interrupted before the run folder was made; nothing was written"
-                          ) from None
+        raise Interrupted(f"{interrupt.stopped()}; {how_to_continue(paths.root)}" if made else
+                          f"{interrupt.stopped()} before the run folder was made; nothing was "
+                          "written") from None
     finally:
         lock.release()
 
