@@ -118,6 +118,22 @@ def test_without_a_clean_fit_the_curve_rule_answers():
     assert "train loss still improving" in v.reasons[0]
 
 
+def test_a_converged_light_net_far_above_its_reference_is_underfitting():
+    light = records(0.004)
+    light[0]["params"] = 1_000
+    for r in light:  # train ≈ test at a level the reference beats many times over
+        if r["kind"] == "eval":
+            r["train_loss"], r["test_loss"] = 0.5, 0.52
+    ref = records(0.001)
+    ref[0]["params"] = 10_000
+    for r in ref:
+        if r["kind"] == "eval":
+            r["train_loss"] = 0.02
+    v = judge(light, reference=ref)
+    assert v.label == "underfitting", v.one_line()
+    assert "capacity" in v.reasons[0]
+
+
 def test_overfitting_still_comes_first():
     recs = records(0.004)
     for r in recs:
