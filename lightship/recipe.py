@@ -188,8 +188,13 @@ class MethodCfg(_Section):
     alpha: float = Field(0.9, ge=0, le=1)
     """`kd`: loss = (1 − α)·CE + α·KD (α on KD; RepDistiller's defaults -r 0.1 -a 0.9), KD =
     T²·KL batch mean. With `rocket` the light net's CE keeps weight 1 and α·KD is added (the
-    Rocket+KD of Zhou et al.); their code's α 0.9 is α = 2·0.9/classes here (0.18 on 10
-    classes), because its KL was averaged over batch × classes and doubled."""
+    Rocket+KD of Zhou et al.). For the Rocket authors' α set `kd_scale: rocket`."""
+    kd_scale: Literal["batch", "rocket"] = "batch"
+    """`kd`: the scale α applies to. batch = α on the batch-mean T²·KL (Hinton's, RepDistiller's);
+    rocket = the Rocket Launching authors' scale: their KL is averaged over batch × classes
+    and doubled, so α weighs the batch-mean KD as 2·α/K for K classes
+    (`lightship.methods.kd.rocket_kd_weight`: α 0.9 → 0.18 on 10 classes, 0.018 on 100); CE
+    keeps 1 − α (their KD column) or 1 with `rocket` (their Rocket+KD)."""
     T: float = Field(4.0, gt=0)
     """Softmax temperature of `kd` and `dkd` (Hinton et al. 2015; 4 in RepDistiller/DKD)."""
     hint_weight: float = Field(0.01, ge=0)

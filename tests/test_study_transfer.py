@@ -39,7 +39,8 @@ def test_arms_hold_the_authors_settings(tmp_path):
     assert m["adversarial-last"].adv_pairs == [("layer3", "layer3")]
     rk = m["rocket-kd"]
     assert (rk.name, rk.booster, rk.share, rk.rocket_lambda, rk.gradient_block, rk.alpha,
-            rk.T) == ("rocket+kd", "resnet20", "interval", 0.03, True, 0.18, 4.0)
+            rk.kd_scale, rk.T) == ("rocket+kd", "resnet20", "interval", 0.03, True, 0.9,
+                                   "rocket", 4.0)
     assert (r["teacher"].model.name, r["teacher"].model.width) == ("resnet8", 1.0)
     assert m["teacher"].name == m["light"].name == "supervised"
     # every arm is the same light net on the same recipe; only the method differs

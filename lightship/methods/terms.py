@@ -158,22 +158,27 @@ def method_help() -> str:
 @register
 class KD(Term):
     """Hinton KD: loss = (1 − α)·CE + α·KD(s, t) at temperature T (CE at weight 1 with
-    `rocket`, whose authors add α·KD to the light net's full CE; see ``method.alpha``)."""
+    `rocket`, whose authors add α·KD to the light net's full CE; see ``method.alpha``). With
+    ``method.kd_scale: rocket`` the KD weight is ``rocket_kd_weight(α, classes)`` = 2·α/K, the
+    Rocket authors' scale; CE keeps 1 − α (their ``distillation``)."""
 
     name, summary, needs_teacher, logs = "kd", "Hinton KD, teacher", True, ("kd",)
 
     def __init__(self, cfg: MethodSection, ctx: TermContext) -> None:
-        from lightship.methods.kd import kd_loss
+        from lightship.methods.kd import kd_loss, rocket_kd_weight
 
         super().__init__(cfg, ctx)
-        self.fn = kd_loss
+        self.fn, self.weight = kd_loss, rocket_kd_weight
 
     def ce_weight(self) -> float:
         return 1 - self.cfg.alpha
 
     def __call__(self, b: TermBatch) -> tuple[list[Tensor], dict[str, Tensor]]:
         kd = self.fn(b.student_logits, b.teacher_logits, self.cfg.T)
-        return [self.cfg.alpha * kd], {"kd": kd.detach()}
+        alpha = self.cfg.alpha
+        if self.cfg.kd_scale == "rocket":
+            alpha = self.weight(alpha, b.student_logits.shape[1])
+        return [alpha * kd], {"kd": kd.detach()}
 
 
 @register
