@@ -244,13 +244,23 @@ class MethodCfg(_Section):
     adv_loss: Literal["wgan", "hinge", "bce"] = "wgan"
     """`adversarial`: Wasserstein with weight clipping (Arjovsky et al. 2017), hinge, or BCE."""
     adv_weight: float = Field(0.1, ge=0)
-    """`adversarial`: weight of the student's adversarial term."""
-    adv_lr: float = Field(1e-4, gt=0)
-    """`adversarial`: the discriminators' own LR (RMSprop for wgan, Adam otherwise)."""
-    adv_clip: float = Field(0.01, gt=0)
-    """`adversarial` wgan: discriminator weights clipped to [−c, c] after every update."""
-    adv_cos: float = Field(0.0, ge=0)
-    """`adversarial`: weight of an extra 1 − cos(student, teacher) feature term; 0 = off."""
+    """`adversarial`: weight of the student's adversarial term. lightship's own choice: the
+    GAN-KD log (below) gives no weight for it (its Namespace has none)."""
+    adv_lr: float = Field(5e-4, gt=0)
+    """`adversarial`: the discriminators' own LR (RMSprop for wgan, Adam with β1 0.5
+    otherwise). 5e-4: lrD = lrG = 0.0005 in the Namespace of the GAN-KD training log
+    (p517332051/GAN-Knowledge-Distillation-SSD, ``ssd_512_mobilenet1_0_resnet50_v1_voc_g_d_new
+    _train.log``, beta1 0.5 there too); 1e-4 before issue 22."""
+    adv_clip: float = Field(0.03, gt=0)
+    """`adversarial` wgan: discriminator weights clipped to [−c, c] after every update. 0.03:
+    the GAN-KD log's clamp_lower/clamp_upper ±0.03 (0.01, the WGAN paper's, before issue 22)."""
+    adv_cos: float = Field(1.0, ge=0)
+    """`adversarial`: weight of the cosine term 1 − cos(student, teacher) (per position, over
+    channels, after the adapter); 0 = off. The GAN-KD log reports a
+    `cosine_length_loss_metric` at every line (0.64 falling to 0.40) beside the
+    generator's losses: we take it as a term on the student's adapted features pulling their
+    direction towards the teacher's, at weight 1 as the log names no weight (off before
+    issue 22)."""
     teacher: TeacherCfg = TeacherCfg()
 
     @field_validator("name")
