@@ -152,6 +152,11 @@ class ScheduleCfg(_Section):
     """Updated every step, not every epoch."""
     warmup_epochs: float = Field(0.0, ge=0)
     """Linear warmup from warmup_start × lr to lr (Goyal et al. 2017; Bag of Tricks §3.1)."""
+    warmup_share: float | None = Field(None, ge=0, le=1)
+    """Warmup as a share of train.epochs (the `tricks` preset: 5/120, the paper's 5 of its 120
+    epochs); when set, warmup_epochs is share × train.epochs, written into warmup_epochs when
+    the recipe is validated (a saved recipe holds both and re-runs the same). None = use
+    warmup_epochs as given."""
     warmup_start: float = Field(0.0, ge=0, lt=1)
     """Warmup starting factor; 0 starts at lr / warmup_steps (the first step is never lr = 0)."""
     step_epochs: float = Field(30, gt=0)
@@ -369,6 +374,7 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
+        self._resolve_warmup()
         # Equal is allowed: `--epochs 1` of a preset with one warmup epoch (`fast`, `default`)
         # is a run that is all warmup (the schedule keeps one step after it), not an error.
         if self.schedule.warmup_epochs > self.train.epochs:
@@ -384,6 +390,21 @@ class Recipe(_Section):
         if d.folds is not None and d.fold >= d.folds:
             raise ValueError(f"data.fold ({d.fold}) must be below data.folds ({d.folds})")
         return self
+
+    def _resolve_warmup(self) -> None:
+        """warmup_share × train.epochs → warmup_epochs; a warmup_epochs given beside a share
+        must agree with it (else the user meant one of them: say which to drop)."""
+        sched, share = self.schedule, self.schedule.warmup_share
+        if share is None:
+            return
+        derived = round(share * self.train.epochs, 6)
+        if "warmup_epochs" in sched.model_fields_set and \
+                abs(sched.warmup_epochs - derived) > 1e-3:
+            raise ValueError(
+                f"schedule.warmup_epochs ({sched.warmup_epochs:g}) disagrees with "
+                f"schedule.warmup_share ({share:g} of {self.train.epochs} epochs = {derived:g}); "
+                "give one: set schedule.warmup_share=null to use warmup_epochs")
+        sched.warmup_epochs = derived
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -407,12 +428,12 @@ BASELINE: dict[str, Any] = {
 #: SGD, momentum 0.9, weight decay 1e-4, lr 0.1 × batch / 256 (linear scaling), linear warmup,
 #: cosine decay, zero-γ, no bias decay, label smoothing ε = 0.1, mixup α = 0.2, mixed precision
 #: where it pays (auto). The paper warms up for 5 of its 120 epochs; the preset keeps that share
-#: of its 20 epochs (5 × 20 / 120 ≈ 0.83): scale schedule.warmup_epochs with train.epochs.
+#: of whatever train.epochs is (schedule.warmup_share 5/120: 0.83 of its 20 epochs, 5 of 120).
 #: The paper trains mixup 200 instead of 120 epochs; the preset does not lengthen training.
 TRICKS: dict[str, Any] = {
     "optim": {"name": "sgd", "lr": 0.1, "lr_scaling": True, "reference_batch": 256,
               "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4, "no_bias_decay": True},
-    "schedule": {"name": "cosine", "warmup_epochs": round(5 * 20 / 120, 3)},
+    "schedule": {"name": "cosine", "warmup_share": 5 / 120},
     "model": {"zero_gamma": True},
     "augment": {"mixup_alpha": 0.2},
     "train": {"label_smoothing": 0.1, "precision": "auto"},
