@@ -115,8 +115,9 @@ class ModelCfg(_Section):
     gn_groups: int = Field(8, ge=1)
     zero_gamma: bool = False
     """γ=0 for the last norm of every residual block (Goyal et al. 2017; Bag of Tricks §3.1)."""
-    shortcut: Literal["A", "B"] = "A"
-    """CIFAR ResNet shortcut: A = identity + zero padding, B = 1×1 projection (He et al. 2016)."""
+    shortcut: Literal["A", "B", "C"] = "A"
+    """CIFAR ResNet shortcut (He et al. 2016, Table 3): A = identity + zero padding, B = 1×1
+    projection where the shape changes, C = 1×1 projection on every shortcut."""
     variant: Literal["v1", "B", "C", "D"] = "v1"
     """ImageNet ResNet variant (Bag of Tricks §4.1)."""
     plain: bool = False

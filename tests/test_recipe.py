@@ -105,7 +105,7 @@ def test_round_trip_yaml(tmp_path):
     (["optim.lr=0"], ["optim.lr", "greater than 0"]),
     (["train.epochs=0"], ["train.epochs", "greater than or equal to 1"]),
     (["train.epochs=three"], ["train.epochs", "'three'", "integer"]),
-    (["model.shortcut=C"], ["model.shortcut", "'A'", "'B'"]),
+    (["model.shortcut=D"], ["model.shortcut", "'A'", "'B'", "'C'"]),
     (["schedule.warmup_epochs=20", "train.epochs=5"], ["warmup_epochs", "exceed"]),
     (["optim.lr"], ["not key=value"]),
 ])
