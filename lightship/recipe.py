@@ -156,8 +156,8 @@ class ScheduleCfg(_Section):
     warmup_share: float | None = Field(None, ge=0, le=1)
     """Warmup as a share of train.epochs (the `tricks` preset: 5/120, the paper's 5 of its 120
     epochs); when set, warmup_epochs is share × train.epochs, written into warmup_epochs when
-    the recipe is validated (a saved recipe holds both and re-runs the same). None = use
-    warmup_epochs as given."""
+    the recipe is validated (a saved recipe holds both and re-runs the same). A warmup_epochs
+    given explicitly wins (the share is then dropped). None = use warmup_epochs as given."""
     warmup_start: float = Field(0.0, ge=0, lt=1)
     """Warmup starting factor; 0 starts at lr / warmup_steps (the first step is never lr = 0)."""
     step_epochs: float = Field(30, gt=0)
@@ -393,19 +393,18 @@ class Recipe(_Section):
         return self
 
     def _resolve_warmup(self) -> None:
-        """warmup_share × train.epochs → warmup_epochs; a warmup_epochs given beside a share
-        must agree with it (else the user meant one of them: say which to drop)."""
+        """warmup_share × train.epochs → warmup_epochs. A warmup_epochs given beside a share
+        (``--set schedule.warmup_epochs=1`` on `tricks`) wins, and the share is dropped so the
+        saved recipe says what ran."""
         sched, share = self.schedule, self.schedule.warmup_share
         if share is None:
             return
         derived = round(share * self.train.epochs, 6)
         if "warmup_epochs" in sched.model_fields_set and \
                 abs(sched.warmup_epochs - derived) > 1e-3:
-            raise ValueError(
-                f"schedule.warmup_epochs ({sched.warmup_epochs:g}) disagrees with "
-                f"schedule.warmup_share ({share:g} of {self.train.epochs} epochs = {derived:g}); "
-                "give one: set schedule.warmup_share=null to use warmup_epochs")
-        sched.warmup_epochs = derived
+            sched.warmup_share = None
+        else:
+            sched.warmup_epochs = derived
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -35,8 +35,7 @@ RUNS = {
     # was measured with (lr 0.2 per 256, wd 5e-4) so it still checks the loop, not the preset.
     "tricks": ("tricks", ["optim.lr=0.2", "optim.weight_decay=5e-4", "train.ema=0.9",
                           "augment.cutmix_alpha=1.0", "augment.cutout=2",
-                          "schedule.warmup_share=null", "schedule.warmup_epochs=1",
-                          "augment.mix_off_epochs=1"]),
+                          "schedule.warmup_epochs=1", "augment.mix_off_epochs=1"]),
     "teacher_terms": ("baseline", ["method.name=kd+hint+at+dkd", "method.teacher.run={teacher}"]),
     "partners": ("baseline", ["method.name=kd+rocket+dml+adversarial", "method.booster=resnet14",
                               "method.teacher.run={teacher}", "method.adv_cos=0.5",

@@ -43,11 +43,10 @@ def test_a_saved_recipe_without_warmup_share_keeps_its_warmup_epochs(tmp_path):
     assert (saved.schedule.warmup_share, saved.schedule.warmup_epochs) == (None, 0.833)
 
 
-def test_warmup_epochs_beside_a_share_must_agree_or_say_which_to_drop():
-    with pytest.raises(UserError, match="warmup_share=null"):
-        build_recipe("tricks", ["schedule.warmup_epochs=1"])
-    r = build_recipe("tricks", ["schedule.warmup_share=null", "schedule.warmup_epochs=1"])
-    assert r.schedule.warmup_epochs == 1
+def test_an_explicit_warmup_epochs_wins_over_the_share():
+    r = build_recipe("tricks", ["schedule.warmup_epochs=1", "train.epochs=120"])
+    assert (r.schedule.warmup_epochs, r.schedule.warmup_share) == (1, None)
+    assert build_recipe("tricks", ["schedule.warmup_epochs=0"]).schedule.warmup_epochs == 0
 
 
 def test_fast_and_default_presets_hold_what_was_chosen_and_stay_device_agnostic():
