@@ -115,8 +115,9 @@ class ModelCfg(_Section):
     gn_groups: int = Field(8, ge=1)
     zero_gamma: bool = False
     """γ=0 for the last norm of every residual block (Goyal et al. 2017; Bag of Tricks §3.1)."""
-    shortcut: Literal["A", "B"] = "A"
-    """CIFAR ResNet shortcut: A = identity + zero padding, B = 1×1 projection (He et al. 2016)."""
+    shortcut: Literal["A", "B", "C"] = "A"
+    """CIFAR ResNet shortcut (He et al. 2016, Table 3): A = identity + zero padding, B = 1×1
+    projection where the shape changes, C = 1×1 projection on every shortcut."""
     variant: Literal["v1", "B", "C", "D"] = "v1"
     """ImageNet ResNet variant (Bag of Tricks §4.1)."""
     plain: bool = False
@@ -152,6 +153,11 @@ class ScheduleCfg(_Section):
     """Updated every step, not every epoch."""
     warmup_epochs: float = Field(0.0, ge=0)
     """Linear warmup from warmup_start × lr to lr (Goyal et al. 2017; Bag of Tricks §3.1)."""
+    warmup_share: float | None = Field(None, ge=0, le=1)
+    """Warmup as a share of train.epochs (the `tricks` preset: 5/120, the paper's 5 of its 120
+    epochs); when set, warmup_epochs is share × train.epochs, written into warmup_epochs when
+    the recipe is validated (a saved recipe holds both and re-runs the same). A warmup_epochs
+    given explicitly wins (the share is then dropped). None = use warmup_epochs as given."""
     warmup_start: float = Field(0.0, ge=0, lt=1)
     """Warmup starting factor; 0 starts at lr / warmup_steps (the first step is never lr = 0)."""
     step_epochs: float = Field(30, gt=0)
@@ -188,8 +194,13 @@ class MethodCfg(_Section):
     alpha: float = Field(0.9, ge=0, le=1)
     """`kd`: loss = (1 − α)·CE + α·KD (α on KD; RepDistiller's defaults -r 0.1 -a 0.9), KD =
     T²·KL batch mean. With `rocket` the light net's CE keeps weight 1 and α·KD is added (the
-    Rocket+KD of Zhou et al.); their code's α 0.9 is α = 2·0.9/classes here (0.18 on 10
-    classes), because its KL was averaged over batch × classes and doubled."""
+    Rocket+KD of Zhou et al.). For the Rocket authors' α set `kd_scale: rocket`."""
+    kd_scale: Literal["batch", "rocket"] = "batch"
+    """`kd`: the scale α applies to. batch = α on the batch-mean T²·KL (Hinton's, RepDistiller's);
+    rocket = the Rocket Launching authors' scale: their KL is averaged over batch × classes
+    and doubled, so α weighs the batch-mean KD as 2·α/K for K classes
+    (`lightship.methods.kd.rocket_kd_weight`: α 0.9 → 0.18 on 10 classes, 0.018 on 100); CE
+    keeps 1 − α (their KD column) or 1 with `rocket` (their Rocket+KD)."""
     T: float = Field(4.0, gt=0)
     """Softmax temperature of `kd` and `dkd` (Hinton et al. 2015; 4 in RepDistiller/DKD)."""
     hint_weight: float = Field(0.01, ge=0)
@@ -239,13 +250,23 @@ class MethodCfg(_Section):
     adv_loss: Literal["wgan", "hinge", "bce"] = "wgan"
     """`adversarial`: Wasserstein with weight clipping (Arjovsky et al. 2017), hinge, or BCE."""
     adv_weight: float = Field(0.1, ge=0)
-    """`adversarial`: weight of the student's adversarial term."""
-    adv_lr: float = Field(1e-4, gt=0)
-    """`adversarial`: the discriminators' own LR (RMSprop for wgan, Adam otherwise)."""
-    adv_clip: float = Field(0.01, gt=0)
-    """`adversarial` wgan: discriminator weights clipped to [−c, c] after every update."""
-    adv_cos: float = Field(0.0, ge=0)
-    """`adversarial`: weight of an extra 1 − cos(student, teacher) feature term; 0 = off."""
+    """`adversarial`: weight of the student's adversarial term. lightship's own choice: the
+    GAN-KD log (below) gives no weight for it (its Namespace has none)."""
+    adv_lr: float = Field(5e-4, gt=0)
+    """`adversarial`: the discriminators' own LR (RMSprop for wgan, Adam with β1 0.5
+    otherwise). 5e-4: lrD = lrG = 0.0005 in the Namespace of the GAN-KD training log
+    (p517332051/GAN-Knowledge-Distillation-SSD, ``ssd_512_mobilenet1_0_resnet50_v1_voc_g_d_new
+    _train.log``, beta1 0.5 there too); 1e-4 before issue 22."""
+    adv_clip: float = Field(0.03, gt=0)
+    """`adversarial` wgan: discriminator weights clipped to [−c, c] after every update. 0.03:
+    the GAN-KD log's clamp_lower/clamp_upper ±0.03 (0.01, the WGAN paper's, before issue 22)."""
+    adv_cos: float = Field(1.0, ge=0)
+    """`adversarial`: weight of the cosine term 1 − cos(student, teacher) (per position, over
+    channels, after the adapter); 0 = off. The GAN-KD log reports a
+    `cosine_length_loss_metric` at every line (0.64 falling to 0.40) beside the
+    generator's losses: we take it as a term on the student's adapted features pulling their
+    direction towards the teacher's, at weight 1 as the log names no weight (off before
+    issue 22)."""
     teacher: TeacherCfg = TeacherCfg()
 
     @field_validator("name")
@@ -354,6 +375,7 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
+        self._resolve_warmup()
         # Equal is allowed: `--epochs 1` of a preset with one warmup epoch (`fast`, `default`)
         # is a run that is all warmup (the schedule keeps one step after it), not an error.
         if self.schedule.warmup_epochs > self.train.epochs:
@@ -369,6 +391,20 @@ class Recipe(_Section):
         if d.folds is not None and d.fold >= d.folds:
             raise ValueError(f"data.fold ({d.fold}) must be below data.folds ({d.folds})")
         return self
+
+    def _resolve_warmup(self) -> None:
+        """warmup_share × train.epochs → warmup_epochs. A warmup_epochs given beside a share
+        (``--set schedule.warmup_epochs=1`` on `tricks`) wins, and the share is dropped so the
+        saved recipe says what ran."""
+        sched, share = self.schedule, self.schedule.warmup_share
+        if share is None:
+            return
+        derived = round(share * self.train.epochs, 6)
+        if "warmup_epochs" in sched.model_fields_set and \
+                abs(sched.warmup_epochs - derived) > 1e-3:
+            sched.warmup_share = None
+        else:
+            sched.warmup_epochs = derived
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -392,12 +428,12 @@ BASELINE: dict[str, Any] = {
 #: SGD, momentum 0.9, weight decay 1e-4, lr 0.1 × batch / 256 (linear scaling), linear warmup,
 #: cosine decay, zero-γ, no bias decay, label smoothing ε = 0.1, mixup α = 0.2, mixed precision
 #: where it pays (auto). The paper warms up for 5 of its 120 epochs; the preset keeps that share
-#: of its 20 epochs (5 × 20 / 120 ≈ 0.83): scale schedule.warmup_epochs with train.epochs.
+#: of whatever train.epochs is (schedule.warmup_share 5/120: 0.83 of its 20 epochs, 5 of 120).
 #: The paper trains mixup 200 instead of 120 epochs; the preset does not lengthen training.
 TRICKS: dict[str, Any] = {
     "optim": {"name": "sgd", "lr": 0.1, "lr_scaling": True, "reference_batch": 256,
               "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4, "no_bias_decay": True},
-    "schedule": {"name": "cosine", "warmup_epochs": round(5 * 20 / 120, 3)},
+    "schedule": {"name": "cosine", "warmup_share": 5 / 120},
     "model": {"zero_gamma": True},
     "augment": {"mixup_alpha": 0.2},
     "train": {"label_smoothing": 0.1, "precision": "auto"},

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from lightship.methods.attention import at_loss, attention_map
-from lightship.methods.kd import dkd_loss, dkd_warmup, hint_loss, kd_loss
+from lightship.methods.kd import dkd_loss, dkd_warmup, hint_loss, kd_loss, rocket_kd_weight
+from lightship.methods.terms import TERMS
 
 S = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
 T_ = torch.tensor([[2.0, 1.0, 0.0], [1.0, 0.0, 2.0]])
@@ -27,6 +28,37 @@ def test_kd_matches_hand_computation():
     expected = total / 2 * T * T
     assert kd_loss(S, T_, T).item() == pytest.approx(expected, rel=1e-6)
     assert kd_loss(S, S, T).item() == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+def test_rocket_kd_weight_is_the_authors_scale(classes):
+    """The Rocket authors' ``distillation``: F.kl_div at its old default (mean over batch ×
+    classes) × 2·T²·α. On the batch-mean KD that is α·2/K: 0.18 at K=10, 0.018 at K=100."""
+    assert rocket_kd_weight(0.9, classes) == pytest.approx(2 * 0.9 / classes)
+    assert rocket_kd_weight(0.9, 10) == pytest.approx(0.18)
+    assert rocket_kd_weight(0.9, 100) == pytest.approx(0.018)
+    g = torch.Generator().manual_seed(classes)
+    s, t = torch.randn(8, classes, generator=g), torch.randn(8, classes, generator=g)
+    T, alpha = 4.0, 0.9
+    theirs = F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="mean") \
+        * (T * T * 2.0 * alpha)
+    assert (rocket_kd_weight(alpha, classes) * kd_loss(s, t, T)).item() == \
+        pytest.approx(theirs.item(), rel=1e-5)
+
+
+def test_kd_term_on_the_rocket_scale_reads_the_class_count():
+    from lightship.methods.terms import TermBatch
+    from lightship.recipe import MethodCfg
+
+    for classes in (10, 100):
+        s, t = torch.randn(4, classes), torch.randn(4, classes)
+        b = TermBatch(s, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), s,
+                      t, 0)
+        for scale, weight in (("batch", 0.9), ("rocket", 1.8 / classes)):
+            term = TERMS["kd"](MethodCfg(name="kd", alpha=0.9, kd_scale=scale), None)
+            (addend,), _ = term(b)
+            assert addend.item() == pytest.approx(weight * kd_loss(s, t, 4.0).item(), rel=1e-6)
+            assert term.ce_weight() == pytest.approx(0.1)
 
 
 def test_hint_both_reductions():

@@ -64,6 +64,27 @@ def test_shortcut_a_is_parameter_free_and_b_projects():
     assert n_params(b) > n_params(a)
 
 
+def test_shortcut_c_projects_every_shortcut():
+    """He et al. 2016 Table 3, option C: every shortcut a 1×1 projection (+ its norm)."""
+    a, b, c = (create_model("resnet20", 10, shortcut=k) for k in "ABC")
+    blocks = residual_blocks(c)
+    assert len(blocks) == 9
+    for blk in blocks:
+        conv = blk.shortcut[0]
+        assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1)
+        assert isinstance(blk.shortcut[1], nn.BatchNorm2d)
+    # B projects the two downsamplings: 16·32 + 2·32 and 32·64 + 2·64 parameters
+    assert n_params(b) - n_params(a) == (16 * 32 + 64) + (32 * 64 + 128) == 2752
+    # C projects all nine: three 16→16, 16→32 and two 32→32, 32→64 and two 64→64
+    every = 3 * (16 * 16 + 32) + (16 * 32 + 64) + 2 * (32 * 32 + 64) + (32 * 64 + 128) \
+        + 2 * (64 * 64 + 128)
+    assert n_params(c) - n_params(a) == every == 14240
+    assert n_params(c) - n_params(b) == 11488
+    x = torch.randn(2, 3, 32, 32)
+    assert c(x).shape == (2, 10)
+    assert n_params(create_model("plain20", 10, shortcut="C")) == n_params(a)  # no shortcuts
+
+
 def test_shortcut_a_subsamples_and_zero_pads():
     x = torch.randn(2, 16, 7, 7)
     y = PadShortcut(2, 16)(x)
@@ -260,7 +281,7 @@ def test_group_norm():
 
 
 @pytest.mark.parametrize(("kwargs", "needle"), [
-    ({"shortcut": "C"}, "shortcut must be one of 'A', 'B'"),
+    ({"shortcut": "D"}, "shortcut must be one of 'A', 'B', 'C'"),
     ({"variant": "E"}, "variant must be one of 'v1', 'B', 'C', 'D'"),
     ({"variant": "D"}, "variant='D' does not apply"),  # resnet20 is a CIFAR ResNet
     ({"width": 0}, "width must be > 0"),

@@ -217,8 +217,7 @@ def test_rocket_objective_and_gradients_equal_the_authors_h(block):
 def test_rocket_plus_kd_total_equals_the_authors():
     """CE(light) keeps weight 1; the authors' α 0.9 on their KL (mean over B·C, ×2) is
     α = 2·0.9/C on lightship's batch-mean KD."""
-    classes = Z_L.shape[1]
-    ours, g_l, g_b = _ours("rocket+kd", [f"method.alpha={2 * 0.9 / classes}",
+    ours, g_l, g_b = _ours("rocket+kd", ["method.alpha=0.9", "method.kd_scale=rocket",
                                          "method.teacher.run=unused"], teacher=_Fixed(Z_T))
     ys, y = Z_L.clone().requires_grad_(True), Z_B.clone().requires_grad_(True)
     theirs = _authors_h(ys, y, Y, gamma=0.03, batch_size=2, grad_block=True, y_t=Z_T)
@@ -232,6 +231,24 @@ def test_rocket_defaults_are_the_authors():
     cfg = build_recipe("baseline", ["method.name=rocket", "method.booster=wrn-40-1"]).method
     assert (cfg.rocket_lambda, cfg.share, cfg.gradient_block, cfg.share_bn) == (
         0.03, "interval", True, False)
+
+
+def test_adversarial_defaults_are_the_gan_kd_logs():
+    """The GAN-KD log's Namespace: lrD = lrG = 0.0005, beta1 0.5, clamp ±0.03, and a cosine term
+    logged at every line (weight 1: the log names none); adv_weight 0.1 is lightship's."""
+    from lightship.methods.adversarial import ADAM_BETAS, Adversarial
+
+    cfg = build_recipe("baseline", ["method.name=adversarial",
+                                    "method.teacher.run=unused"]).method
+    assert (cfg.adv_lr, cfg.adv_clip, cfg.adv_cos, cfg.adv_weight) == (5e-4, 0.03, 1.0, 0.1)
+    assert ADAM_BETAS[0] == 0.5
+    adam = Adversarial([4], [4], "hinge", cfg.adv_lr, cfg.adv_clip).optimizer
+    assert adam.param_groups[0]["betas"] == (0.5, 0.999) and adam.param_groups[0]["lr"] == 5e-4
+    wgan = Adversarial([4], [4], "wgan", cfg.adv_lr, cfg.adv_clip)
+    for p in wgan.critics.parameters():
+        p.data.fill_(1.0)
+    wgan.after_side_step()
+    assert all(p.max().item() == pytest.approx(0.03) for p in wgan.critics.parameters())
 
 
 def test_adversarial_has_one_critic_per_stage_by_default():

@@ -38,7 +38,10 @@ RUNS = {
                           "schedule.warmup_epochs=1", "augment.mix_off_epochs=1"]),
     "teacher_terms": ("baseline", ["method.name=kd+hint+at+dkd", "method.teacher.run={teacher}"]),
     "partners": ("baseline", ["method.name=kd+rocket+dml+adversarial", "method.booster=resnet14",
-                              "method.teacher.run={teacher}", "method.adv_cos=0.5"]),
+                              "method.teacher.run={teacher}", "method.adv_cos=0.5",
+                              # the critics' values the pin was measured with (the defaults
+                              # follow the GAN-KD log since issue 22: 5e-4, 0.03)
+                              "method.adv_lr=1e-4", "method.adv_clip=0.01"]),
 }
 # Keys of the step and eval records that are numbers of the run, not of the clock.
 STEP_KEYS = ("loss", "lr", "grad_norm", "ce", "kd", "hint", "at", "dkd", "booster_ce", "rocket",

@@ -16,6 +16,39 @@ def test_presets_differ_in_the_tricks():
     assert build_recipe(None) == build_recipe("default") == build_recipe(PRESETS["default"])
 
 
+@pytest.mark.parametrize("epochs, warm", [(120, 5.0), (20, 0.833333), (240, 10.0)])
+def test_tricks_warmup_is_the_papers_share_of_any_length(epochs, warm, tmp_path):
+    """Bag of Tricks warms up for 5 of its 120 epochs: the preset keeps 5/120 of train.epochs."""
+    from lightship.recipe import load_saved_recipe
+
+    r = build_recipe("tricks", [f"train.epochs={epochs}"])
+    assert r.schedule.warmup_share == pytest.approx(5 / 120)
+    assert r.schedule.warmup_epochs == pytest.approx(warm, abs=1e-6)
+    (tmp_path / "recipe.yaml").write_text(r.to_yaml())  # a saved tricks recipe re-runs the same
+    assert load_saved_recipe(tmp_path / "recipe.yaml") == r
+    assert build_recipe("tricks").schedule.warmup_epochs == pytest.approx(5 * 20 / 120, abs=1e-6)
+
+
+def test_a_saved_recipe_without_warmup_share_keeps_its_warmup_epochs(tmp_path):
+    """Runs saved before issue 22 hold warmup_epochs 0.833 and no warmup_share."""
+    from lightship.recipe import load_saved_recipe
+
+    tree = build_recipe("tricks").to_dict()
+    del tree["schedule"]["warmup_share"]
+    tree["schedule"]["warmup_epochs"], tree["train"]["epochs"] = 0.833, 120
+    import yaml
+
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(tree))
+    saved = load_saved_recipe(tmp_path / "recipe.yaml")
+    assert (saved.schedule.warmup_share, saved.schedule.warmup_epochs) == (None, 0.833)
+
+
+def test_an_explicit_warmup_epochs_wins_over_the_share():
+    r = build_recipe("tricks", ["schedule.warmup_epochs=1", "train.epochs=120"])
+    assert (r.schedule.warmup_epochs, r.schedule.warmup_share) == (1, None)
+    assert build_recipe("tricks", ["schedule.warmup_epochs=0"]).schedule.warmup_epochs == 0
+
+
 def test_fast_and_default_presets_hold_what_was_chosen_and_stay_device_agnostic():
     fast, default = build_recipe("fast"), build_recipe("default")
     assert fast.model.name == "fastcnn16-4" and default.model.name == "fastcnn24-4"
@@ -71,7 +104,7 @@ def test_round_trip_yaml(tmp_path):
     (["optim.lr=0"], ["optim.lr", "greater than 0"]),
     (["train.epochs=0"], ["train.epochs", "greater than or equal to 1"]),
     (["train.epochs=three"], ["train.epochs", "'three'", "integer"]),
-    (["model.shortcut=C"], ["model.shortcut", "'A'", "'B'"]),
+    (["model.shortcut=D"], ["model.shortcut", "'A'", "'B'", "'C'"]),
     (["schedule.warmup_epochs=20", "train.epochs=5"], ["warmup_epochs", "exceed"]),
     (["optim.lr"], ["not key=value"]),
 ])

@@ -334,6 +334,29 @@ def test_degradation_verdicts_follow_the_numbers(tmp_path):
     assert "| plain-56 |" in md and "does not agree" in md and "| 4/4 |" in md
 
 
+def test_degradation_compares_shortcuts_a_b_and_c(tmp_path):
+    """He et al. 2016 Table 3: A (zero padding), B (projection on shape change), C (projection on
+    every shortcut). C is an extra arm below the full budget, so the default stays sized."""
+    study = get_study("degradation")
+    default = make_plan(study, "default", seeds=None, folds=None, data="mnist5k",
+                        out=tmp_path / "d", command="test")
+    assert "resnet20-C" not in {c.arm for c in default.cells}
+    plan = make_plan(study, "default", seeds=None, folds=None, data="mnist5k",
+                     out=tmp_path / "s", command="test",
+                     arms=["resnet20", "resnet20-B", "resnet20-C"])
+    shortcut = {c.arm: c.recipe.model.shortcut for c in plan.cells}
+    assert shortcut == {"resnet20": "A", "resnet20-B": "B", "resnet20-C": "C"}
+    res = Analysis(plan, _fake(plan, {"resnet20": 0.05, "resnet20-B": 0.05,
+                                      "resnet20-C": 0.05}))
+    assert {c.label for c, _ in res.comparisons} == {
+        "shortcut B vs A at depth 20", "shortcut C vs A at depth 20",
+        "shortcut C vs B at depth 20"}
+    lines = study.verdicts(res)
+    assert lines[-1].startswith("agrees with He et al. 2016 (Table 3): shortcut C − A")
+    assert lines[-2].startswith("agrees with He et al. 2016 (Table 3): shortcut B − A")
+    assert "resnet20-C" in {a.name for a in study.arms(study.budgets["full"])}
+
+
 def test_chosen_arms_only_train_those_and_judge_what_they_can(tmp_path):
     study = get_study("degradation")
     plan = make_plan(study, "default", seeds=6, folds=None, data="mnist5k", out=tmp_path / "s",

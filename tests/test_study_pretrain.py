@@ -69,16 +69,30 @@ def test_schedules_count_steps_not_epochs(plan):
         seen[c.arm] = steps
         k = 3 if c.arm.endswith(("-b8", "-b16")) else int(c.arm[-1])
         assert abs(steps - k * s) <= 0.03 * k * s, (c.arm, steps, k * s)
-        # lr ÷10 at the last S/3 and the last S/9 steps, whatever the schedule's length
+        # lr ÷10 when 2S/3 and 2S/9 steps are left, whatever the schedule's length (the
+        # paper's last 60k and 20k of its 90k ×1); warmup over S/90 steps from 1/1000
         lo, hi = (m * spe for m in r.schedule.milestones)
-        assert steps - lo == pytest.approx(s / 3, abs=1) and steps - hi == pytest.approx(s / 9,
-                                                                                      abs=1)
+        assert steps - lo == pytest.approx(min(2 * s / 3, steps - 1), abs=1)
+        assert steps - hi == pytest.approx(2 * s / 9, abs=1)
+        assert r.schedule.warmup_epochs * spe == pytest.approx(s / 90, abs=0.05)  # 4 decimals
+        assert r.schedule.warmup_start == 0.001
         assert r.train.checkpoint_every == r.train.eval_every
     # 1 % of the target (20 digits) gets as many updates as 100 % (1875): one step per epoch
     assert seen["sc-p1-x1"] == seen["sc-p100-x1"] == s
     one = next(c.recipe for c in plan.cells if c.arm == "sc-p1-x3")
     assert one.train.epochs == 3 * s and one.train.batch_size == 16
     assert seen["ft-p10-x3"] == seen["sc-p10-x3"]
+
+
+def test_drops_sit_where_detectron2s_scratch_configs_put_them():
+    """scratch_mask_rcnn_R_50_FPN_9x_gn.yaml: STEPS (187500, 197500), MAX_ITER 202500 at batch
+    64 (×1 = 90k / 4 = 22.5k); the 3× configs: (210000, 250000) of 270000 (×1 = 90k)."""
+    from lightship.studies.pretrain import WARMUP_SHARE, drop_steps
+
+    assert drop_steps(202500, 22500) == pytest.approx([187500, 197500])
+    assert drop_steps(270000, 90000) == pytest.approx([210000, 250000])
+    assert drop_steps(90000, 90000) == pytest.approx([30000, 70000])  # ×1: last 60k and 20k
+    assert WARMUP_SHARE * 90000 == pytest.approx(1000)  # detectron2's WARMUP_ITERS
 
 
 def test_the_source_never_sees_a_target_test_digit():

@@ -32,14 +32,17 @@ def test_arms_hold_the_authors_settings(tmp_path):
     assert (d.dkd_alpha, d.dkd_beta, d.T, d.dkd_warmup) == (1.0, 2.0, 4.0, 1)  # 20/240 of 12
     assert (m["dml"].peers, m["dml"].dml_T, m["dml"].peer_model) == (1, 1.0, None)
     a = m["adversarial"]
-    assert (a.adv_loss, a.adv_pairs, a.adv_weight, a.adv_lr) == ("wgan", None, 0.1, 1e-4)
+    # the GAN-KD log's Namespace: lrD 5e-4, clamp ±0.03, a cosine term; weight 0.1 lightship's
+    assert (a.adv_loss, a.adv_pairs, a.adv_weight, a.adv_lr, a.adv_clip, a.adv_cos) == (
+        "wgan", None, 0.1, 5e-4, 0.03, 1.0)
     # the extra arm changes one thing: a single critic on the last stage
     assert m["adversarial-last"].model_dump(exclude={"adv_pairs", "teacher"}) == \
         a.model_dump(exclude={"adv_pairs", "teacher"})
     assert m["adversarial-last"].adv_pairs == [("layer3", "layer3")]
     rk = m["rocket-kd"]
     assert (rk.name, rk.booster, rk.share, rk.rocket_lambda, rk.gradient_block, rk.alpha,
-            rk.T) == ("rocket+kd", "resnet20", "interval", 0.03, True, 0.18, 4.0)
+            rk.kd_scale, rk.T) == ("rocket+kd", "resnet20", "interval", 0.03, True, 0.9,
+                                   "rocket", 4.0)
     assert (r["teacher"].model.name, r["teacher"].model.width) == ("resnet8", 1.0)
     assert m["teacher"].name == m["light"].name == "supervised"
     # every arm is the same light net on the same recipe; only the method differs

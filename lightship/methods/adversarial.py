@@ -14,9 +14,16 @@ Losses (``method.adv_loss``), with s = adapter(student features), t = teacher fe
     hinge: D minimises relu(1 − D(t)) + relu(1 + D(s)); student term −mean D(s)
     bce  : D minimises BCE(D(t), 1) + BCE(D(s), 0); student term BCE(D(s), 1)
 
-Student objective: CE(z, y) + ``adv_weight``·adversarial + ``adv_cos``·(1 − cos(s, t)) (the cosine
-term optional, per position over channels). The discriminators have their own optimizer (RMSprop
-for wgan as in the WGAN paper, Adam(β1=0.5) otherwise, LR ``adv_lr``); the loop steps it right
+Student objective: CE(z, y) + ``adv_weight``·adversarial + ``adv_cos``·(1 − cos(s, t)). The
+cosine term (on by default, weight 1) is how we read the "cosine" loss of GAN-KD: its training
+log (p517332051/GAN-Knowledge-Distillation-SSD) reports ``cosine_length_loss_metric`` next to
+the generator's losses at every line, falling from 0.64 to 0.40, so the student was trained to
+align its feature maps' direction with the teacher's; here 1 − cosine similarity per spatial
+position over channels, between the adapted student features and the teacher's, averaged over
+positions and critics (the "length" half of their name, a magnitude match, is not added). The
+discriminators have their own optimizer (RMSprop for wgan as in the WGAN paper, Adam with β1
+0.5 otherwise, as the log's ``beta1=0.5``; LR ``adv_lr``, the log's lrD 5e-4; wgan clipping
+``adv_clip``, the log's ±0.03); the loop steps it right
 after the student's step, on the same batch's detached features (alternating updates):
 :meth:`Adversarial.side_step`, which the loop reaches through the objective's ``side_step``.
 """
@@ -29,6 +36,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+ADAM_BETAS = (0.5, 0.999)
+"""The critics' Adam betas: β1 0.5, the GAN-KD log's ``beta1`` (and DCGAN's)."""
 
 
 def discriminator(channels: int, width: int = 64) -> nn.Module:
@@ -70,7 +80,7 @@ class Adversarial:
         self.critics = nn.ModuleList(discriminator(ct) for ct in teacher_channels)
         params = list(self.critics.parameters())
         self.optimizer = (torch.optim.RMSprop(params, lr=lr) if kind == "wgan"
-                          else torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999)))
+                          else torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS))
         self._last: list[tuple[Tensor, Tensor]] = []
 
     def adapt(self, s_feats: list[Tensor], t_feats: list[Tensor]) -> list[Tensor]:

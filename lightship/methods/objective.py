@@ -15,7 +15,7 @@ torchvision model can teach without being edited. Objective (terms joined by '+'
 
 with ``w_ce = 1 − α`` when `kd` is on without `rocket` (Hinton's α on KD), else 1: the authors'
 Rocket+KD adds the KD term to the light net's full CE (their α 0.9 on a KL averaged over
-batch × classes and doubled is α = 2·0.9/C on this batch-mean KD; see ``method.alpha``).
+batch × classes and doubled: ``method.kd_scale: rocket``, ``kd.rocket_kd_weight``).
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from lightship.recipe import MethodCfg
+MethodSection = Any
+"""The recipe's `method` section (``lightship.recipe.MethodCfg``). The recipe checks method
+names against this table, so the table names no recipe class: one direction only."""
 
 TERMS: dict[str, type[Term]] = {}
 """name → term class, in the order the objective sums them (and the report lists them)."""
@@ -83,11 +85,11 @@ class Term:
     logs: ClassVar[tuple[str, ...]] = ()  # names of the logged values, in order
     keeps_full_ce: ClassVar[bool] = False  # with this term on, no term reweights the CE
 
-    def __init__(self, cfg: MethodCfg, ctx: TermContext) -> None:
+    def __init__(self, cfg: MethodSection, ctx: TermContext) -> None:
         self.cfg = cfg
 
     @classmethod
-    def check(cls, cfg: MethodCfg) -> str | None:
+    def check(cls, cfg: MethodSection) -> str | None:
         """A recipe problem with this term on (the message), or None."""
         return None
 
@@ -156,22 +158,27 @@ def method_help() -> str:
 @register
 class KD(Term):
     """Hinton KD: loss = (1 − α)·CE + α·KD(s, t) at temperature T (CE at weight 1 with
-    `rocket`, whose authors add α·KD to the light net's full CE; see ``method.alpha``)."""
+    `rocket`, whose authors add α·KD to the light net's full CE; see ``method.alpha``). With
+    ``method.kd_scale: rocket`` the KD weight is ``rocket_kd_weight(α, classes)`` = 2·α/K, the
+    Rocket authors' scale; CE keeps 1 − α (their ``distillation``)."""
 
     name, summary, needs_teacher, logs = "kd", "Hinton KD, teacher", True, ("kd",)
 
-    def __init__(self, cfg: MethodCfg, ctx: TermContext) -> None:
-        from lightship.methods.kd import kd_loss
+    def __init__(self, cfg: MethodSection, ctx: TermContext) -> None:
+        from lightship.methods.kd import kd_loss, rocket_kd_weight
 
         super().__init__(cfg, ctx)
-        self.fn = kd_loss
+        self.fn, self.weight = kd_loss, rocket_kd_weight
 
     def ce_weight(self) -> float:
         return 1 - self.cfg.alpha
 
     def __call__(self, b: TermBatch) -> tuple[list[Tensor], dict[str, Tensor]]:
         kd = self.fn(b.student_logits, b.teacher_logits, self.cfg.T)
-        return [self.cfg.alpha * kd], {"kd": kd.detach()}
+        alpha = self.cfg.alpha
+        if self.cfg.kd_scale == "rocket":
+            alpha = self.weight(alpha, b.student_logits.shape[1])
+        return [alpha * kd], {"kd": kd.detach()}
 
 
 @register
@@ -180,7 +187,7 @@ class Hint(Term):
 
     name, summary, needs_teacher, logs = "hint", "logit MSE, teacher", True, ("hint",)
 
-    def __init__(self, cfg: MethodCfg, ctx: TermContext) -> None:
+    def __init__(self, cfg: MethodSection, ctx: TermContext) -> None:
         from lightship.methods.kd import hint_loss
 
         super().__init__(cfg, ctx)
@@ -198,7 +205,7 @@ class AT(Term):
     name, summary, logs = "at", "attention transfer, teacher", ("at",)
     needs_teacher = needs_teacher_features = True
 
-    def __init__(self, cfg: MethodCfg, ctx: TermContext) -> None:
+    def __init__(self, cfg: MethodSection, ctx: TermContext) -> None:
         from lightship.methods.attention import at_loss
         from lightship.models.taps import Taps, default_pairs
 
@@ -221,7 +228,7 @@ class DKD(Term):
 
     name, summary, needs_teacher, logs = "dkd", "decoupled KD, teacher", True, ("dkd",)
 
-    def __init__(self, cfg: MethodCfg, ctx: TermContext) -> None:
+    def __init__(self, cfg: MethodSection, ctx: TermContext) -> None:
         from lightship.methods.kd import dkd_loss, dkd_warmup
 
         super().__init__(cfg, ctx)
@@ -242,7 +249,7 @@ class RocketTerm(Term):
     name, summary, logs = "rocket", "booster with shared layers", ("booster_ce", "rocket")
     keeps_full_ce = True  # the authors' Rocket+KD adds KD to the light net's full CE
 
-    def __init__(self, cfg: MethodCfg, ctx: TermContext) -> None:
+    def __init__(self, cfg: MethodSection, ctx: TermContext) -> None:
         from lightship.methods.rocket import Rocket
 
         super().__init__(cfg, ctx)
@@ -251,7 +258,7 @@ class RocketTerm(Term):
                              ctx.student_name, cfg.booster)
 
     @classmethod
-    def check(cls, cfg: MethodCfg) -> str | None:
+    def check(cls, cfg: MethodSection) -> str | None:
         if not cfg.booster:
             return ("method rocket needs a booster net of the student's family: set "
                     "method.booster (e.g. resnet56 for a resnet20 student)")
@@ -274,7 +281,7 @@ class MutualTerm(Term):
 
     name, summary, logs = "dml", "mutual learning peers", ("dml", "peer_ce")
 
-    def __init__(self, cfg: MethodCfg, ctx: TermContext) -> None:
+    def __init__(self, cfg: MethodSection, ctx: TermContext) -> None:
         from lightship.methods.mutual import Mutual
 
         super().__init__(cfg, ctx)
@@ -300,7 +307,7 @@ class AdversarialTerm(Term):
     name, summary, logs = "adversarial", "feature discriminators, teacher", ("adversarial", "cos")
     needs_teacher = needs_teacher_features = True
 
-    def __init__(self, cfg: MethodCfg, ctx: TermContext) -> None:
+    def __init__(self, cfg: MethodSection, ctx: TermContext) -> None:
         from lightship.methods.adversarial import Adversarial
         from lightship.models.taps import Taps, default_pairs, feature_channels
 

@@ -128,7 +128,8 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: int
             ResNets and MobileNets to their small-input stem.
         norm: 'bn', 'gn' (with ``gn_groups``), 'syncbn' (CUDA + torchrun only) or 'none'.
         zero_gamma: γ=0 on the last norm of each residual block.
-        shortcut: CIFAR ResNets: 'A' (zero padding) or 'B' (1×1 projection).
+        shortcut: CIFAR ResNets: 'A' (zero padding), 'B' (1×1 projection on shape change) or 'C'
+            (a projection on every shortcut).
         variant: ImageNet ResNets: 'v1', 'B', 'C' or 'D' (Bag of Tricks).
         plain: ResNets without shortcuts.
         width: channel multiplier on top of the name's width.

@@ -20,7 +20,10 @@ from lightship.models.base import (
     zero_norm_weight,
 )
 
-SHORTCUTS = ("A", "B")
+SHORTCUTS = ("A", "B", "C")
+"""CIFAR ResNet shortcuts, He et al. 2016 Table 3: A = identity, zero-padded where the shape
+changes (no parameters); B = a 1×1 projection only where the shape changes; C = a projection on
+every shortcut (Table 3's 'all shortcuts are projections')."""
 VARIANTS = ("v1", "B", "C", "D")
 # depth -> (block, blocks per stage); every other 6n+2 depth is a CIFAR ResNet
 IMAGENET_DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
@@ -58,12 +61,15 @@ class PadShortcut(nn.Module):
 
 def make_shortcut(kind: str, in_ch: int, out_ch: int, stride: int, norm_layer: NormLayer,
                   plain: bool) -> nn.Module | None:
-    """Shortcut of one block: None (plain), Identity, 'A' pad, 'B' 1×1 projection, or 'D'.
+    """Shortcut of one block: None (plain), Identity, 'A' pad, 'B' 1×1 projection, 'C' or 'D'.
 
-    'D' (Bag of Tricks) average-pools 2×2 before a stride-1 projection so no input is skipped.
+    'C' projects every shortcut, the shape-keeping ones too (He et al. 2016, Table 3). 'D' (Bag
+    of Tricks) average-pools 2×2 before a stride-1 projection so no input is skipped.
     """
     if plain:
         return None
+    if kind == "C":
+        return nn.Sequential(conv1x1(in_ch, out_ch, stride), norm_layer(out_ch))
     if stride == 1 and in_ch == out_ch:
         return nn.Identity()
     if kind == "A":
@@ -146,7 +152,8 @@ class CifarResNet(Classifier):
 
     Args:
         depth: 6n+2 (20, 32, 44, 56, 110, ...).
-        shortcut: 'A' (parameter-free zero padding) or 'B' (1×1 projection on shape change).
+        shortcut: 'A' (parameter-free zero padding), 'B' (1×1 projection on shape change) or
+            'C' (1×1 projection on every shortcut); He et al. 2016, Table 3.
         width: channel multiplier (``resnet32x4`` = 4: 64/128/256 channels, stem included).
         plain: drop every shortcut (the degradation twin; same parameters as shortcut 'A').
         zero_gamma: γ=0 on the last norm of each residual block.

@@ -10,10 +10,7 @@ setting for a GPU and CIFAR.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from lightship.studies.analysis import Analysis
+from typing import Any, Protocol
 
 BUDGETS = ("quick", "default", "full")
 
@@ -34,6 +31,17 @@ class Budget:
     final_eval_only: bool = False
     """Evaluate on the test part only after the last epoch (quick budgets: the test pass would
     cost more than the training)."""
+
+
+class Results(Protocol):
+    """What a study reads of its analysed cells (``lightship.studies.analysis.Analysis`` is
+    one). Named here so that this module knows nothing of the analysis, which imports it."""
+
+    budget: Budget
+
+    def arm(self, name: str) -> Any: ...
+
+    def diff(self, a: str, b: str, metric: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -87,15 +95,15 @@ class Study:
         """Arms trained only when named with ``--arms`` (a targeted extra run)."""
         return []
 
-    def verdicts(self, res: Analysis) -> list[str]:
+    def verdicts(self, res: Results) -> list[str]:
         """One line per claim: "agrees with <paper>: …" or "does not agree: …", with numbers."""
         raise NotImplementedError
 
-    def plots(self, res: Analysis) -> dict[str, Any]:
+    def plots(self, res: Results) -> dict[str, Any]:
         """Extra figures: file name → a matplotlib Figure (learning curves per arm are shared)."""
         return {}
 
-    def annotate(self, res: Analysis) -> None:
+    def annotate(self, res: Results) -> None:
         """Add per-cell numbers a study's comparisons use beyond the cell records (e.g. from
         the cells' learning curves), before the comparisons are computed."""
 

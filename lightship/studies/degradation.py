@@ -2,10 +2,12 @@
 
 The paper's CIFAR-10 experiment: plain nets of 20/32/44/56 layers train to a *higher* training
 error the deeper they are, while their residual twins (same layers plus identity shortcuts) do
-not; shortcut option A (zero-padding) and B (1×1 projection where the shape changes) differ
-little. Every arm uses the paper's CIFAR recipe: SGD lr 0.1, momentum 0.9, weight decay 1e-4,
-batch 128, lr ÷10 at 50 % and 75 % of training, crop augmentation (flip only where the data
-allows it: never on digits).
+not; shortcut options A (zero-padding), B (1×1 projection where the shape changes) and C (a
+projection on every shortcut) differ little (Table 3). Shortcut C trains with the full budget, or
+when named with ``--arms resnet20-C`` (quick, default: the default budget stays sized). Every
+arm uses the paper's CIFAR recipe: SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, lr
+÷10 at 50 % and 75 % of training, crop augmentation (flip only where the data allows it: never
+on digits).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Degradation(Study):
     title = "plain vs residual nets: does the deeper plain net train to a higher loss?"
     paper = PAPER
     claim = ("the plain net's final training loss rises with depth, the residual net's does "
-             "not; shortcut A vs B is a small difference.")
+             "not; shortcuts A, B and C differ little.")
     budgets = {
         "quick": Budget("quick", epochs=1, seeds=1, folds=2, note=(
             "depths 8/14/20 at width ×0.25, 1 epoch on 10 % of each fold's training digits: "
@@ -68,11 +70,22 @@ class Degradation(Study):
                 arms.append(Arm(f"{kind}{d}", f"{'plain' if plain else 'residual'}-{d}",
                                 "baseline", {**base, "model.name": f"resnet{d}",
                                              "model.plain": plain}, _cost(d)))
-        d0 = depths[0]
-        arms.append(Arm(f"resnet{d0}-B", f"residual-{d0}, shortcut B", "baseline",
-                        {**base, "model.name": f"resnet{d0}", "model.shortcut": "B"},
-                        _cost(d0) * 1.1))
+        arms.append(self._shortcut(budget, "B"))
+        if budget.name == "full":
+            arms.append(self._shortcut(budget, "C"))
         return arms
+
+    def _shortcut(self, budget: Budget, kind: str) -> Arm:
+        """The residual net at the first depth with shortcut B or C (He et al. 2016, Table 3)."""
+        d0 = budget.options["depths"][0]
+        return Arm(f"resnet{d0}-{kind}", f"residual-{d0}, shortcut {kind}", "baseline",
+                   {**self._base(budget), "model.name": f"resnet{d0}", "model.shortcut": kind},
+                   _cost(d0) * (1.1 if kind == "B" else 1.3))
+
+    def extra_arms(self, budget: Budget) -> list[Arm]:
+        """Shortcut C (a projection on every shortcut), trained when named with ``--arms``
+        below the full budget."""
+        return [] if budget.name == "full" else [self._shortcut(budget, "C")]
 
     def comparisons(self, budget: Budget) -> list[Comparison]:
         ds = budget.options["depths"]
@@ -89,10 +102,10 @@ class Degradation(Study):
                                   f"plain-{d} vs residual-{d}"))
             out.append(Comparison(f"resnet{d}", f"plain{d}", "test_top1",
                                   f"plain-{d} vs residual-{d}"))
-        out.append(Comparison(f"resnet{ds[0]}", f"resnet{ds[0]}-B", "test_top1",
-                              f"shortcut B vs A at depth {ds[0]}"))
-        out.append(Comparison(f"resnet{ds[0]}", f"resnet{ds[0]}-B", "train_ce",
-                              f"shortcut B vs A at depth {ds[0]}"))
+        for a, b in (("", "-B"), ("", "-C"), ("-B", "-C")):
+            label = f"shortcut {b[1:]} vs {a[1:] or 'A'} at depth {ds[0]}"
+            for metric in ("test_top1", "train_ce"):
+                out.append(Comparison(f"resnet{ds[0]}{a}", f"resnet{ds[0]}{b}", metric, label))
         return out
 
     def verdicts(self, res) -> list[str]:
@@ -133,19 +146,25 @@ class Degradation(Study):
         else:
             lines.append(agree(PAPER, g.sign > 0, f"at depth {hi} the shortcuts lower the train "
                                                   f"CE: plain − residual = {g.text('+.4f')}"))
-        b = res.diff(f"resnet{lo}", f"resnet{lo}-B", "test_top1")
+        lines.append(self._small(res, lo, "B"))
+        if res.arm(f"resnet{lo}-C").cells:
+            lines.append(self._small(res, lo, "C"))
+        return lines
+
+    @staticmethod
+    def _small(res, lo: int, kind: str) -> str:
+        """Table 3's claim: shortcut ``kind`` − A is a small difference (within ±1 point)."""
+        b = res.diff(f"resnet{lo}", f"resnet{lo}-{kind}", "test_top1")
         if b is None:
-            lines.append(f"not settled: shortcut A and B at depth {lo} share no finished cell")
-            return lines
+            return f"not settled: shortcut A and {kind} at depth {lo} share no finished cell"
         small = b.lo is not None and b.hi is not None and -1.0 <= b.lo and b.hi <= 1.0
         large = b.lo is not None and b.hi is not None and (b.lo > 1.0 or b.hi < -1.0)
-        text = (f"shortcut B − A at depth {lo}: test top-1 {b.text()} points over {b.n} paired "
-                "cells, " + ("a small difference (interval within ±1 point)" if small else
-                             "a large difference (interval beyond ±1 point)" if large else
-                             "not shown small: the interval reaches beyond ±1 point (too few "
-                             "cells or too much spread to tell)"))
-        lines.append(agree("He et al. 2016 (Table 3)", small, text))
-        return lines
+        text = (f"shortcut {kind} − A at depth {lo}: test top-1 {b.text()} points over {b.n} "
+                "paired cells, " + ("a small difference (interval within ±1 point)" if small
+                                    else "a large difference (interval beyond ±1 point)" if large
+                                    else "not shown small: the interval reaches beyond ±1 point "
+                                    "(too few cells or too much spread to tell)"))
+        return agree("He et al. 2016 (Table 3)", small, text)
 
     def plots(self, res) -> dict[str, Any]:
         from lightship.report.html import _figure

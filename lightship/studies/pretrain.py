@@ -17,8 +17,13 @@ trains on a target test image; and the source never sees a digit 5–9 at all.
 Schedules are counted in optimiser steps at a fixed batch, as the paper counts iterations: ×k is
 k × S steps for every data fraction (S = ``budget.epochs`` epochs of the full target set), so the
 1 % arm gets as many updates as the 100 % arm and repeats its few images instead. The learning
-rate drops ÷10 at the last S/3 and the last S/9 steps of every schedule (Detectron's 60k and 80k
-of 90k; the paper keeps the low-rate phases the same length for longer schedules). The step
+rate drops ÷10 when 2S/3 and again when 2S/9 steps are left, whatever the schedule's length: the
+paper's last 60k and last 20k iterations of its ×1 = 90k (detectron2's
+``configs/Misc/scratch_mask_rcnn_R_50_FPN_9x_gn.yaml``: STEPS (187500, 197500) of MAX_ITER
+202500 at 4× the batch, "last 60/4==15k and last 20/4==5k"; its 3× configs (210000, 250000) of
+270000). Until issue 22 the drops came S/3 and S/9 before the end (the 1× config's 60k and 80k
+of 90k, read as a share of S). Warmup as detectron2's default solver: linear from 1/1000 of the
+rate over 1000 of the 90k iterations (S/90). The step
 counts are planned on the budget's own dataset and fold count (fold 0; folds differ by a few
 images); with another ``--data`` or ``--folds`` the arms keep their epochs, and the cells' logs
 hold the steps they really took.
@@ -38,6 +43,17 @@ SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 # Seconds per optimiser step at one torch thread, resnet8, measured on the shared 2-core machine
 # (load ≈ 5–8; docs/studies.md): they order the cells and weight the ETA.
 STEP_COST = {(0.5, 16): 0.045, (0.5, 8): 0.030, (0.25, 8): 0.02, (1.0, 16): 0.10}
+#: The paper's low-rate phases as shares of the ×1 schedule S = 90k: its last 60k and last 20k
+#: iterations (detectron2's scratch 9x config: the last 15k and 5k of 202.5k at 4× the batch).
+LEFT_AT_DROPS = (2 / 3, 2 / 9)
+#: detectron2's default solver warmup: 1000 of the ×1's 90k iterations, from 1/1000 of the rate.
+WARMUP_SHARE, WARMUP_START = 1000 / 90000, 1e-3
+
+
+def drop_steps(total: int, s: int) -> list[float]:
+    """The steps of a ``total``-step schedule at which the rate drops ÷10: when 2S/3 and when
+    2S/9 steps are left (at least step 1)."""
+    return [max(total - left * s, 1) for left in LEFT_AT_DROPS]
 
 
 def _pct(f: float) -> str:
@@ -114,17 +130,20 @@ class Pretrain(Study):
 
     def _schedule(self, budget: Budget, n: int, batch: int, steps: int) -> dict[str, Any]:
         """Recipe keys for ``steps`` optimiser steps on ``n`` images: epochs, the two ÷10
-        milestones at the last S/3 and S/9 steps, and an eval (and checkpoint) about every S/8
+        milestones when 2S/3 and 2S/9 steps are left (:func:`drop_steps`), the linear warmup
+        over S/90 steps from 1/1000 of the rate, and an eval (and checkpoint) about every S/8
         steps (at least once per epoch)."""
         spe = n // batch
         if spe < 1:
             raise ValueError(f"{n} training images cannot fill a batch of {batch}")
         epochs = max(1, round(steps / spe))
         total, s = epochs * spe, self.steps_x1(budget)
-        marks = [max(total - s / 3, 1) / spe, max(total - s / 9, 1) / spe]
+        marks = [m / spe for m in drop_steps(total, s)]
         every = max(1, round(s / 8 / spe))
         return {"train.epochs": epochs, "train.batch_size": batch,
                 "schedule.milestones": [round(m, 4) for m in marks],
+                "schedule.warmup_epochs": round(s * WARMUP_SHARE / spe, 4),
+                "schedule.warmup_start": WARMUP_START,
                 "train.eval_every": every, "train.checkpoint_every": every}
 
     def _base(self, budget: Budget, norm: str) -> dict[str, Any]:

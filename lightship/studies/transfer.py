@@ -14,10 +14,13 @@ with its authors' setting first:
 - dkd: α 1, β 2 (mdistiller's resnet56 → resnet20, the closest same-family pair), T 4, CE 1,
   linear warm-up over 20/240 of the schedule (their 20 of 240 epochs);
 - dml: one peer of the student's architecture, T 1 (Zhang et al. 2018);
-- adversarial: WGAN critics, one per stage (GAN-KD has one per feature scale), weight 0.1,
-  critic lr 1e-4 (the source gives no numbers);
+- adversarial: WGAN critics, one per stage (GAN-KD has one per feature scale), with the GAN-KD
+  training log's numbers (its Namespace: lrD 5e-4, beta1 0.5, clamp ±0.03, and a cosine term
+  logged throughout): critic lr 5e-4, clip 0.03, cosine term at weight 1; the adversarial
+  weight 0.1 is lightship's (the log names none);
 - rocket+kd: booster resnet20 at the light net's width, `interval` sharing, λ 0.03, gradient
-  block, KD α 0.18 added to CE 1 (Zhou et al. 2018's α 0.9 on their KD scale, 10 classes).
+  block, KD added to CE 1 at Zhou et al. 2018's α 0.9 on their KD scale (2·0.9/K on the
+  batch-mean KD: 0.18 on 10 classes; ``method.kd_scale: rocket``).
 
 Every arm uses the library's `baseline` recipe (the 2016 ResNet recipe: SGD 0.1, momentum 0.9,
 wd 1e-4, ÷10 at 50/75 %, batch 64), the recipe the `underfit` study measured the floor with.
@@ -60,11 +63,12 @@ def _methods(e: int) -> list[tuple[str, str, dict[str, Any]]]:
                                       "method.dml_T": 1.0}),
         ("adversarial", "adversarial (wgan, a critic per stage)",
          {"method.name": "adversarial", "method.adv_loss": "wgan", "method.adv_pairs": None,
-          "method.adv_weight": 0.1, "method.adv_lr": 1e-4}),
-        ("rocket-kd", "rocket+kd (interval, λ 0.03, α 0.18)",
+          "method.adv_weight": 0.1, "method.adv_lr": 5e-4,
+          "method.adv_clip": 0.03, "method.adv_cos": 1.0}),
+        ("rocket-kd", "rocket+kd (interval, λ 0.03, their α 0.9)",
          {"method.name": "rocket+kd", "method.booster": "resnet20", "method.share": "interval",
-          "method.rocket_lambda": 0.03, "method.gradient_block": True, "method.alpha": 0.18,
-          "method.T": 4.0}),
+          "method.rocket_lambda": 0.03, "method.gradient_block": True, "method.alpha": 0.9,
+          "method.kd_scale": "rocket", "method.T": 4.0}),
     ]
 
 
@@ -78,7 +82,7 @@ def _extra() -> list[tuple[str, str, dict[str, Any]]]:
     return [("adversarial-last", "adversarial, one critic on the last stage",
              {"method.name": "adversarial", "method.adv_loss": "wgan",
               "method.adv_pairs": [["layer3", "layer3"]], "method.adv_weight": 0.1,
-              "method.adv_lr": 1e-4})]
+              "method.adv_lr": 5e-4, "method.adv_clip": 0.03, "method.adv_cos": 1.0})]
 
 
 TEACHER_NEEDED = {"kd", "hint", "at", "dkd", "adversarial", "rocket-kd", "adversarial-last"}
