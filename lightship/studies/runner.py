@@ -129,15 +129,13 @@ def read_plan(out: Path) -> dict[str, Any] | None:
 
 def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int | None,
               data: str, out: Path, command: str, arms: list[str] | None = None,
-              epochs: int | None = None, precision: str = "auto", check_data: bool = True
-              ) -> Plan:
+              epochs: int | None = None, precision: str = "auto") -> Plan:
     """Check the options and build the grid (of the ``arms`` named, default all; ``epochs``
     replaces the budget's, and what the study scales with it; ``precision`` what
     ``train.precision: auto`` becomes in the cells, default this machine's choice); refuse a
     folder made by another study, with other options or in another precision (one line each).
     For a new study folder the first cell's data is loaded once, so data that does not load or
-    folds that do not fit are refused before anything is written (``check_data=False``: plan
-    only, for reading a budget's grid without its data at hand)."""
+    folds that do not fit are refused before anything is written."""
     if budget_name not in BUDGETS:
         raise UserError(f"unknown budget '{budget_name}'{closest(budget_name, BUDGETS)}; "
                         f"budgets: {', '.join(BUDGETS)}")
@@ -198,7 +196,7 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                 over.update({key: str(out / rel_) for key, rel_ in zip(arm.needs, needs,
                                                                        strict=True)})
                 recipe = build_recipe(arm.preset, over)
-                if check_data and saved is None and not cells:  # a new study: its data loads,
+                if saved is None and not cells:  # a new study: its data loads,
                     load_data(recipe.data)  # its folds fit, before plan.json (or 10⁶ cells)
                 cells.append(Cell(arm.name, seed, fold, rel, recipe,
                                   arm.cost * recipe.train.epochs, needs))
