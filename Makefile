@@ -36,6 +36,7 @@ bench: $(DEV)
 	$(PY) benchmarks/recipes.py
 	$(PY) benchmarks/distill_overhead.py
 	$(PY) benchmarks/verdicts.py
+	$(PY) benchmarks/convergence_truth.py --analyse
 
 lint: $(DEV)
 	$(VENV)/bin/ruff check lightship tests benchmarks
