@@ -333,3 +333,47 @@ def test_the_judge_knows_no_other_lightship_module():
             assert not (node.module or "").startswith("lightship")
         elif isinstance(node, ast.Import):
             assert not any(a.name.startswith("lightship") for a in node.names)
+
+
+# ---------------------------------------------------------------- one study's claims as values
+
+
+def test_degradation_claims_are_built_from_its_comparisons_and_judge_cleanly():
+    """The helper only turns the study's Comparison objects (Δ = b − a) into claims on the same
+    arms; the study itself does not use it yet, so its output is unchanged."""
+    from lightship.judge import _leaves
+    from lightship.studies.degradation import Degradation, degradation_claims
+
+    study = Degradation()
+    for name, budget in study.budgets.items():
+        claims = degradation_claims(budget)
+        arms = {a.name for a in study.arms(budget) + study.extra_arms(budget)}
+        pairs = {(c.b, c.a, c.metric) for c in study.comparisons(budget)}
+        for leaf in (leaf for c in claims for leaf in _leaves(c)):
+            assert {leaf.a, leaf.b} <= arms and (leaf.a, leaf.b, leaf.metric) in pairs, name
+        assert sum(c.primary for c in claims) == (4 if name == "full" else 3)
+
+    budget = study.budgets["default"]
+    ds = budget.options["depths"]
+    rng = random.Random(3)
+    cells = []
+    for s in range(3):
+        for f in range(2):
+            noise = rng.gauss(0, 0.002)
+            for i, d in enumerate(ds):
+                cells.append({"arm": f"plain{d}", "seed": s, "fold": f, "converged": True,
+                              "train_ce": 0.05 + 0.03 * i + noise + rng.gauss(0, 0.001),
+                              "test_top1": 95.0 - i + rng.gauss(0, 0.2)})
+                cells.append({"arm": f"resnet{d}", "seed": s, "fold": f, "converged": True,
+                              "train_ce": 0.02 - 0.005 * i + noise + rng.gauss(0, 0.001),
+                              "test_top1": 97.0 + rng.gauss(0, 0.2)})
+            cells.append({"arm": f"resnet{ds[0]}-B", "seed": s, "fold": f, "converged": True,
+                          "train_ce": 0.02 + rng.gauss(0, 0.001),
+                          "test_top1": 97.0 + rng.gauss(0, 0.2)})
+    decs = judge(degradation_claims(budget), cells)
+    assert [d.outcome for d in decs] == [AGREES] * len(decs), [d.text() for d in decs]
+    assert [d.exploratory for d in decs] == [False, False, False, True, True]
+    # the same cells with one plain cell not converged: the loss-floor claims wait for it
+    cells[0]["converged"] = False
+    decs = judge(degradation_claims(budget), cells)
+    assert decs[0].reason == "under-trained (1 of 12 cells)" and decs[2].outcome == AGREES
