@@ -36,6 +36,7 @@ The rules (docs/studies.md, "How claims are judged"):
 from __future__ import annotations
 
 import math
+import numbers
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -265,7 +266,8 @@ class _Test:
 
 
 def _finite(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A usable metric value: a real number (numpy's too), not a flag, not NaN or ±inf."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _paired_cells(cells: Sequence[Mapping], a: str, b: str, metric: str
@@ -392,15 +394,16 @@ def _settle(dec: Decision) -> Decision:
     return replace(dec, outcome=NOT_SETTLED, reason="interval")
 
 
-def _leaves(claim: Claim) -> list[Difference | Equivalence]:
+def leaves(claim: Claim) -> list[Difference | Equivalence]:
+    """The tests a claim is judged by: itself, or its conjunction's parts, flattened."""
     if isinstance(claim, (Difference, Equivalence)):
         return [claim]
-    return [leaf for part in claim.parts for leaf in _leaves(part)]
+    return [leaf for part in claim.parts for leaf in leaves(part)]
 
 
 def _combine(claim: Claim, decided: dict[int, Decision], counter: list[int],
              cells: Sequence[Mapping]) -> Decision:
-    """Rebuild the claim's decision from its leaves' decisions (taken in _leaves order)."""
+    """Rebuild the claim's decision from its leaves' decisions (taken in leaves() order)."""
     if isinstance(claim, (Difference, Equivalence)):
         dec = decided[counter[0]]
         counter[0] += 1
@@ -435,13 +438,13 @@ def judge(claims: Sequence[Claim], cells: Sequence[Mapping]) -> list[Decision]:
     Cells are dicts with ``arm``, ``seed``, ``fold`` (None without K-fold), metric values, and
     optionally ``converged`` (only ``True`` counts as converged). The tests of the primary
     claims form one Holm family; exploratory claims are judged alone."""
-    leaves = [(i, leaf) for i, claim in enumerate(claims) for leaf in _leaves(claim)]
-    raw = [_leaf(leaf, cells) for _, leaf in leaves]
+    flat = [(i, leaf) for i, claim in enumerate(claims) for leaf in leaves(claim)]
+    raw = [_leaf(leaf, cells) for _, leaf in flat]
     family = [j for j, d in enumerate(raw) if d.claim.primary and d.p is not None]
     for j, pa in zip(family, holm([raw[j].p for j in family]), strict=True):
         raw[j] = _settle(replace(raw[j], p_adjusted=pa))
     out = []
     for i, claim in enumerate(claims):
-        mine = {k: raw[j] for k, j in enumerate(j for j, (ci, _) in enumerate(leaves) if ci == i)}
+        mine = {k: raw[j] for k, j in enumerate(j for j, (ci, _) in enumerate(flat) if ci == i)}
         out.append(_combine(claim, mine, [0], cells))
     return out

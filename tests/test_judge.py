@@ -24,6 +24,7 @@ from lightship.judge import (
     corrected_se,
     holm,
     judge,
+    leaves,
 )
 
 BASE = [90.0, 85.0, 93.0, 88.0, 91.0]  # seed-to-seed spread the pairing removes
@@ -109,6 +110,17 @@ def test_under_trained_cells_settle_nothing():
     assert one(Difference("A", "B", "acc", needs_converged=True), pair(UP)).reason.startswith(
         "under-trained (10 of 10")
     assert one(Difference("A", "B", "acc"), cells).outcome == AGREES
+
+
+def test_numpy_numbers_count_and_missing_values_do_not():
+    import numpy as np
+
+    cells = pair(UP)
+    for c in cells:
+        c["acc"] = np.float32(c["acc"])
+    cells[0]["acc"] = float("nan")  # seed 0 of A: that unit drops out
+    dec = one(Difference("A", "B", "acc"), cells)
+    assert dec.outcome == AGREES and dec.n == 4
 
 
 # ---------------------------------------------------------------- equivalence
@@ -341,7 +353,6 @@ def test_the_judge_knows_no_other_lightship_module():
 def test_degradation_claims_are_built_from_its_comparisons_and_judge_cleanly():
     """The helper only turns the study's Comparison objects (Δ = b − a) into claims on the same
     arms; the study itself does not use it yet, so its output is unchanged."""
-    from lightship.judge import _leaves
     from lightship.studies.degradation import Degradation, degradation_claims
 
     study = Degradation()
@@ -349,7 +360,7 @@ def test_degradation_claims_are_built_from_its_comparisons_and_judge_cleanly():
         claims = degradation_claims(budget)
         arms = {a.name for a in study.arms(budget) + study.extra_arms(budget)}
         pairs = {(c.b, c.a, c.metric) for c in study.comparisons(budget)}
-        for leaf in (leaf for c in claims for leaf in _leaves(c)):
+        for leaf in (leaf for c in claims for leaf in leaves(c)):
             assert {leaf.a, leaf.b} <= arms and (leaf.a, leaf.b, leaf.metric) in pairs, name
         assert sum(c.primary for c in claims) == (4 if name == "full" else 3)
 
