@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightship.judge import Claim, Difference, Equivalence, Trend
 from lightship.studies.base import Arm, Budget, Comparison, Study, agree
 
 PAPER = "He et al. 2016 (Deep Residual Learning, Fig. 6 / Table 3)"
@@ -197,3 +198,52 @@ class Degradation(Study):
         floor_ax.set_ylabel("final train CE (clean, mean ± std)")
         floor_ax.legend(fontsize=8)
         return {"degradation.png": fig}
+
+
+# ---------------------------------------------------------------- the claims as judge values
+# Not used by the study yet: its verdict lines above still decide. These are the same claims as
+# lightship.judge values, for the step that moves every study onto the one judge (issue 22).
+
+
+def _as_claim(c: Comparison, expect: str | None = None, margin: float | None = None,
+              **kw: Any) -> Claim:
+    """A Comparison (Δ = b − a) as a judge claim on b − a: directed (``expect``) or an
+    equivalence within ``margin``."""
+    if margin is not None:
+        return Equivalence(c.b, c.a, c.metric, margin, label=c.label, **kw)
+    return Difference(c.b, c.a, c.metric, expect, label=c.label, **kw)
+
+
+def degradation_claims(budget: Budget, unit: str = "seed", shortcut_c: bool | None = None
+                       ) -> list[Claim]:
+    """The degradation study's claims, built from its own Comparison objects:
+
+    - primary: the deepest plain net trains to a higher train CE than the shallowest
+      (needs converged cells: an unfinished deep net would fake it); at the deepest depth the
+      shortcuts lower the train CE; shortcut B (and C) − A on test top-1 within ±1 point
+      (Table 3's "differ little").
+    - exploratory: the plain train CE rises at every depth step (the verdict's "rises at every
+      step" wording); the deepest residual net trains to a lower train CE than the shallowest
+      (He et al. Fig. 6; the study's verdict asks only "does not rise", which is not a claim a
+      test can confirm).
+
+    ``shortcut_c``: include shortcut C's claim (default: only in the full budget, where C is
+    an arm)."""
+    ds = budget.options["depths"]
+    lo, hi = ds[0], ds[-1]
+    found = {(c.a, c.b, c.metric): c for c in Degradation().comparisons(budget)}
+    conv = {"unit": unit, "needs_converged": True}
+    claims: list[Claim] = [
+        _as_claim(found[(f"plain{lo}", f"plain{hi}", "train_ce")], ">", **conv),
+        _as_claim(found[(f"resnet{hi}", f"plain{hi}", "train_ce")], ">", **conv),
+    ]
+    kinds = ("B", "C") if (budget.name == "full" if shortcut_c is None else shortcut_c) \
+        else ("B",)
+    claims += [_as_claim(found[(f"resnet{lo}", f"resnet{lo}-{k}", "test_top1")], margin=1.0,
+                         unit=unit) for k in kinds]
+    claims.append(Trend(tuple(f"plain{d}" for d in ds), "train_ce", "increasing", unit,
+                        needs_converged=True, primary=False,
+                        label=f"plain train CE rises at every depth step {'/'.join(map(str, ds))}"))
+    claims.append(_as_claim(found[(f"resnet{lo}", f"resnet{hi}", "train_ce")], "<", **conv,
+                            primary=False))
+    return claims
