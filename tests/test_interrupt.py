@@ -129,8 +129,11 @@ def _interrupt(cmd: list[str], event: Callable[[int], bool], delay: float = 0.0,
     main process SIGTERM (what `timeout` or Kubernetes send it; ``group``: to every process, as
     systemd and Slurm do) when ``event(pid)`` holds (plus ``delay``), and return the one line it
     prints; asserts exit 128 + the signal (130, 143) and no noise."""
+    # as from a terminal: a suite started as a background job inherits SIGINT ignored (the
+    # shell's rule for `cmd &`), and a process that starts with Ctrl-C ignored keeps it so
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=_env(**env), start_new_session=True)
+                            env=_env(**env), start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + TIMEOUT
     while not event(proc.pid):
         assert proc.poll() is None, f"ended before the moment came: {proc.stderr.read()[-3000:]}"
