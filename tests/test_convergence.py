@@ -134,6 +134,16 @@ def test_a_converged_light_net_far_above_its_reference_is_underfitting():
     assert "capacity" in v.reasons[0]
 
 
+def test_converged_flag_says_what_each_label_claims():
+    from lightship.diagnose.result import LABELS, converged_flag
+
+    assert {label: converged_flag(label) for label in LABELS} == {
+        "converged": True, "underfitting": True, "still improving": False,
+        "overfitting": False, "diverged": False, "cannot tell": None,
+        "too short to judge": None}
+    assert converged_flag(None) is None
+
+
 def test_overfitting_still_comes_first():
     recs = records(0.004)
     for r in recs:

@@ -412,6 +412,11 @@ def uninterrupted(tmp_path_factory) -> Path:
     progress = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
     assert [ln.split("]")[0] for ln in progress] == [f"[{i}/6" for i in range(1, 7)]
     assert all("; eta " in ln for ln in progress)  # cells done / total and the ETA per line
+    from lightship.diagnose.result import converged_flag
+
+    cells = [json.loads(p.read_text()) for p in (out / "cells").glob("*/*/cell.json")]
+    assert len(cells) == 6  # each says whether its verdict counts it as converged (the judge's)
+    assert all(c["converged"] is converged_flag(c["verdict"]) for c in cells)
     return out
 
 

@@ -14,6 +14,20 @@ LABELS = ("converged", "still improving", "diverged", "underfitting", "overfitti
 SCHEDULES = ("cosine", "linear", "step", "multistep", "constant")
 
 
+def converged_flag(label: str | None) -> bool | None:
+    """What a verdict label says of the convergence test's question (would the ×2 schedule
+    lower the clean train CE by more than the tolerance?): True for ``converged`` and
+    ``underfitting`` (a flat curve at a high level), False for ``still improving``,
+    ``overfitting`` (its train loss still fell) and ``diverged``, None where it does not say
+    (``cannot tell``, ``too short to judge``, no verdict). A study's cells carry it, so the
+    judge can refuse to decide a claim on under-trained cells."""
+    if label in ("converged", "underfitting"):
+        return True
+    if label in ("still improving", "overfitting", "diverged"):
+        return False
+    return None
+
+
 MIN_EVALS = 3          # evaluations after warm-up needed for any judgement
 
 

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lightship.diagnose.result import converged_flag
 from lightship.errors import UserError
 from lightship.evaluate import measure_fit
 from lightship.recipe import Recipe, load_saved_recipe
@@ -108,6 +109,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
                   test_loss=summary["test_loss"], **fit, train_loss=summary["train_loss"],
                   epochs=summary["epochs"], params=summary["params"], macs=summary["macs"],
                   verdict=summary.get("verdict"), verdict_line=summary.get("verdict_line"),
+                  converged=converged_flag(summary.get("verdict")),
                   wall_time_s=summary["wall_time_s"])
     write_json(run_dir / CELL_FILE, record)
     return record
