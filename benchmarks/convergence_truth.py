@@ -32,7 +32,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -227,7 +226,9 @@ def run_grid(n_jobs: int, only: str | None, first: str | None = None) -> None:
 
     torch.set_num_threads(1)
     todo = [j for j in jobs() if only is None or only in j["id"]]
-    print(f"{len(todo)} runs on {platform.processor() or platform.machine()}, {n_jobs} workers "
+    from lightship.train.precision import cpu_kind
+
+    print(f"{len(todo)} runs on {cpu_kind()}, {n_jobs} workers "
           "× 1 thread, fp32", flush=True)
     with ProcessPoolExecutor(n_jobs, initializer=_init_worker) as pool:
         list(pool.map(_teacher, ["digits", "mnist5k"]))
@@ -271,22 +272,13 @@ def collect() -> None:
     # the ground truth's tolerance lives with the twin, fixed there before any verdict was
     # scored against it
     from lightship.diagnose.twin import TWIN_ATOL, TWIN_RTOL
+    from lightship.train.precision import cpu_kind
 
-    meta = {"cpu": _cpu(), "torch": torch.__version__, "atol": TWIN_ATOL, "rtol": TWIN_RTOL,
+    meta = {"cpu": cpu_kind(), "torch": torch.__version__, "atol": TWIN_ATOL, "rtol": TWIN_RTOL,
             "tune": TUNE, "held_out": HELD_OUT, "threads": 1}
     with gzip.open(RESULTS, "wt") as f:
         json.dump({"meta": meta, "runs": recs}, f, separators=(",", ":"))
     print(f"wrote {RESULTS} ({len(recs)} runs)")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load() -> dict[str, Any]:

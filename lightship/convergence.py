@@ -12,17 +12,15 @@ paired t interval over seeds. Twins already trained are reused; a stopped one is
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, field
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lightship.diagnose.twin import twin_recipe, twin_tolerance
 from lightship.errors import UserError
 from lightship.fileio import user_path
-from lightship.recipe import Recipe, load_saved_recipe
-from lightship.runs import RunPaths
+from lightship.recipe import Recipe, load_saved_recipe, recipe_differs
+from lightship.runs import RunPaths, run_finished
 
 
 @dataclass
@@ -39,19 +37,15 @@ class Confirmation:
     label: str                      # "converged", "not converged" or "cannot tell"
     drop: float                     # mean of ce − ce_twin over seeds
     interval: tuple[float, float] | None = None   # 95 % paired t interval (≥ 2 seeds)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def one_line(self) -> str:
         ci = (f" [{self.interval[0]:+.4f}, {self.interval[1]:+.4f}] over {len(self.seeds)} "
               "seeds" if self.interval else "")
-        ce = (f"clean train CE {self.ce[0]:.4f} → {self.ce_twin[0]:.4f}" if len(self.ce) == 1
-              else f"clean train CE {_mean(self.ce):.4f} → {_mean(self.ce_twin):.4f} (means)")
+        mean, twin = statistics.fmean(self.ce), statistics.fmean(self.ce_twin)
+        ce = (f"clean train CE {mean:.4f} → {twin:.4f}"
+              + (" (means)" if len(self.ce) > 1 else ""))
         return (f"{self.label}: ×{self.factor} schedule {ce}, drop {self.drop:+.4f}{ci} "
                 f"(tolerance {self.tolerance:.4f})")
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs)
 
 
 def _ensure(recipe: Recipe, quiet: bool) -> Path:
@@ -59,21 +53,16 @@ def _ensure(recipe: Recipe, quiet: bool) -> Path:
     one; a folder holding another recipe is refused, never overwritten)."""
     from lightship.train.loop import train
 
-    folder = user_path(recipe.run.dir) / str(recipe.run.name)
-    paths = RunPaths(folder)
+    paths = RunPaths(user_path(recipe.run.dir) / str(recipe.run.name))
     if paths.is_run():
-        saved = load_saved_recipe(paths.recipe).to_dict()
-        want = recipe.to_dict()
-        saved.pop("run", None)
-        want.pop("run", None)
-        if saved != want:
-            raise UserError(f"{folder} exists with another recipe; move it away or pick another "
-                            "folder for the twin (nothing was overwritten)")
-        if paths.weights.exists() and paths.summary.exists() and json.loads(
-                paths.summary.read_text()).get("status") == "finished":
-            return folder
+        diff = recipe_differs(paths.root, recipe)
+        if diff:
+            raise UserError(f"{paths.root} exists with another recipe ({diff}); move it away or "
+                            "pick another folder for the twin (nothing was overwritten)")
+        if run_finished(paths, recipe.train.epochs):
+            return paths.root
         if paths.last.exists():
-            return train(resume=folder, progress=False, quiet=quiet).run_dir
+            return train(resume=paths.root, progress=False, quiet=quiet).run_dir
     return train(recipe, overwrite=True, progress=False, quiet=quiet).run_dir
 
 
@@ -115,8 +104,8 @@ def confirm(run_dir: str | Path, factor: int = 2, seeds: list[int] | tuple[int, 
     ce = [measure_fit(r)["train_ce"] for r in runs]
     ce_twin = [measure_fit(t)["train_ce"] for t in twins]
     drops = [a - b for a, b in zip(ce, ce_twin, strict=True)]
-    drop = _mean(drops)
-    tol = twin_tolerance(_mean(ce))
+    drop = statistics.fmean(drops)
+    tol = twin_tolerance(statistics.fmean(ce))
     interval = _t_interval(drops) if len(drops) >= 2 else None
     if interval is None:
         label = "not converged" if drop > tol else "converged"
@@ -130,10 +119,8 @@ def confirm(run_dir: str | Path, factor: int = 2, seeds: list[int] | tuple[int, 
 
 
 def _t_interval(x: list[float]) -> tuple[float, float]:
+    """The 95 % paired t interval of the mean of ``x`` (the per-seed drops)."""
     from scipy import stats
 
-    n = len(x)
-    m = _mean(x)
-    sd = math.sqrt(sum((v - m) ** 2 for v in x) / (n - 1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return m - half, m + half
+    lo, hi = stats.t.interval(0.95, len(x) - 1, loc=statistics.fmean(x), scale=stats.sem(x))
+    return float(lo), float(hi)

@@ -152,6 +152,6 @@ def measure_fit(run_dir: Path | str) -> dict[str, Any]:
     model = src.build(info.num_classes, info.in_chans, info.input_size)
     model = model.to(device, memory_format=prec.memory_format)
     data.to(device)
-    res = evaluate(model, SimpleNamespace(test_batches=data.train_eval_batches), prec)
-    return {"train_ce": res["test_loss"], "train_top1": res["test_top1"],
+    fit = clean_fit(model, data, prec)
+    return {"train_ce": fit["train_ce_clean"], "train_top1": fit["train_top1_clean"],
             "n_train": info.n_train, "n_test": info.n_test}

@@ -62,13 +62,27 @@ NOT_SETTLED: Outcome = "not settled"
 
 
 @dataclass(frozen=True)
-class Difference:
-    """Arm ``a`` minus arm ``b`` on ``metric`` has the expected sign: ``">"`` claims A − B > 0,
-    ``"<"`` claims A − B < 0."""
+class _Pair:
+    """What the two pairwise claims share: arm ``a`` against arm ``b`` on ``metric``."""
 
     a: str
     b: str
     metric: str
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return (self.a, self.b)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return (self.metric,)
+
+
+@dataclass(frozen=True)
+class Difference(_Pair):
+    """Arm ``a`` minus arm ``b`` on ``metric`` has the expected sign: ``">"`` claims A − B > 0,
+    ``"<"`` claims A − B < 0."""
+
     expect: Literal[">", "<"] = ">"
     unit: Unit = "seed"
     needs_converged: bool = False
@@ -80,27 +94,16 @@ class Difference:
         if self.expect not in (">", "<"):
             raise ValueError(f"expect must be '>' or '<', not {self.expect!r}")
 
-    @property
-    def arms(self) -> tuple[str, ...]:
-        return (self.a, self.b)
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return (self.metric,)
-
     def text(self) -> str:
         return self.label or f"{self.a} {self.expect} {self.b} on {self.metric}"
 
 
 @dataclass(frozen=True)
-class Equivalence:
+class Equivalence(_Pair):
     """Arms ``a`` and ``b`` are equivalent on ``metric``: |A − B| < ``margin``, the margin fixed
     in the claim (in the metric's own units) before the cells are read."""
 
-    a: str
-    b: str
-    metric: str
-    margin: float
+    margin: float = math.nan  # required: a missing margin is refused below
     unit: Unit = "seed"
     needs_converged: bool = False
     primary: bool = True
@@ -110,14 +113,6 @@ class Equivalence:
         _check_common(self)
         if not (self.margin > 0 and math.isfinite(self.margin)):
             raise ValueError(f"an equivalence margin must be a positive number, not {self.margin}")
-
-    @property
-    def arms(self) -> tuple[str, ...]:
-        return (self.a, self.b)
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return (self.metric,)
 
     def text(self) -> str:
         return self.label or f"|{self.a} − {self.b}| < {self.margin:g} on {self.metric}"

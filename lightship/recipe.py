@@ -659,3 +659,31 @@ def load_saved_recipe(path: Path) -> Recipe:
     tree = _read_yaml(path)
     tree.pop("preset", None)
     return _validate(tree)
+
+
+def recipe_differs(run_dir: Path, recipe: Recipe) -> str | None:
+    """The first recipe key where the run folder's saved recipe differs from ``recipe`` (the
+    run.* keys aside), or None.
+
+    The saved recipe is read through today's schema, so a key added to lightship since the
+    run was trained counts as its default (what the cell ran with), not as a difference."""
+    try:
+        saved = load_saved_recipe(run_dir / "recipe.yaml").to_dict()
+    except UserError as exc:  # a key lightship no longer has, a value it no longer accepts
+        return f"(its recipe.yaml no longer loads: {exc})"
+    planned = recipe.to_dict()
+
+    def walk(a: Any, b: Any, prefix: str) -> str | None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                found = walk(a.get(key), b.get(key), f"{prefix}{key}.")
+                if found:
+                    return found
+            return None
+        if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+            a, b = list(a), list(b)
+        return None if a == b else f"{prefix[:-1]} ({a!r} there, {b!r} now)"
+
+    saved.pop("run", None)
+    planned.pop("run", None)
+    return walk(saved, planned, "")

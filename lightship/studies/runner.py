@@ -35,10 +35,10 @@ from lightship import interrupt
 from lightship.data import load_data
 from lightship.data.builtin import BUILTINS
 from lightship.errors import UserError, closest
-from lightship.recipe import Recipe, build_recipe
+from lightship.recipe import Recipe, build_recipe, recipe_differs
 from lightship.runs import write_json
 from lightship.studies.base import BUDGETS, Arm, Budget, Study
-from lightship.studies.cells import CELL_FILE, cell_state, recipe_differs, run_cell
+from lightship.studies.cells import CELL_FILE, cell_state, run_cell
 from lightship.train.precision import PRECISIONS, choose_device, choose_precision, cpu_kind
 
 PLAN_FORMAT = "lightship-study-1"
