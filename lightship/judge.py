@@ -245,6 +245,26 @@ class Decision:
         nums.append(f"n={self.n}")
         return f"{head} — {self.claim.text()}: {' '.join(nums)}"
 
+    def to_dict(self) -> dict:
+        """The decision as plain JSON values (study.json's ``claims``): the claim's own fields
+        (kind, arms, metric(s), expect or margin, unit, primary, label), the outcome and
+        reason, the numbers, the one-line text, and the parts of a trend or conjunction."""
+        c = self.claim
+        kind = {Difference: "difference", Equivalence: "equivalence", Trend: "trend",
+                AllOf: "all"}[type(c)]
+        out = {"kind": kind, "label": c.text(), "arms": list(c.arms),
+               "metrics": list(c.metrics), "unit": c.unit, "primary": c.primary,
+               "needs_converged": c.needs_converged,
+               "expect": getattr(c, "expect", None) if kind == "difference" else None,
+               "direction": getattr(c, "direction", None),
+               "margin": getattr(c, "margin", None), "outcome": self.outcome,
+               "reason": self.reason, "estimate": self.estimate,
+               "interval": list(self.interval) if self.interval is not None else None,
+               "p": self.p, "p_adjusted": self.p_adjusted, "n": self.n,
+               "converged": list(self.converged), "line": self.text(),
+               "parts": [p.to_dict() for p in self.parts]}
+        return out
+
 
 # ---------------------------------------------------------------- units
 
