@@ -358,6 +358,55 @@ def _p_tost(claim: Equivalence, t: _Test) -> float:
     return float(max(lower, upper))
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """A descriptive paired difference A − B on the judge's units (no claim, no decision):
+    the tables and figures of a study show these, so they agree with its verdicts."""
+
+    estimate: float
+    sd: float | None
+    n: int
+    interval: tuple[float, float] | None
+    """The plain 95 % interval; None with fewer than 2 units."""
+
+
+def estimate(cells: Sequence[Mapping], a: str, b: str, metric: str, unit: Unit = "seed"
+             ) -> Estimate | None:
+    """A − B on ``metric`` over the units both arms finished, as a claim on that unit would
+    compute it (seed means, or the corrected fold interval); None when no unit is shared."""
+    pairs = _paired_cells(cells, a, b, metric)
+    if not pairs:
+        return None
+    if unit == "fold" and any(f is None for _, f in pairs):
+        unit = "seed"  # no folds: every seed is one unit
+    probe = Difference(a, b, metric, unit=unit)
+    n = len({s for s, _ in pairs}) if unit == "seed" else len(pairs)
+    if n < 2:
+        x, y = next(iter(pairs.values()))
+        return Estimate(x - y, None, n, None)
+    t = _test(probe, pairs)
+    d = [x - y for x, y in zip(t.a, t.b, strict=True)]
+    return Estimate(t.estimate, statistics.stdev(d), n, _interval(t))
+
+
+def unit_for(seeds: int, folds: int | None) -> Unit:
+    """The unit of analysis of a study with ``seeds`` seeds and K = ``folds`` (None: a fixed
+    split): seeds when there are at least :data:`MIN_UNITS` of them (each seed's folds averaged
+    first: seeds are independent replicates); else, with K-fold, the folds with the corrected
+    resampled interval (Nadeau & Bengio 2003); else seeds (and too few of them settle
+    nothing)."""
+    if seeds >= MIN_UNITS or not folds:
+        return "seed"
+    return "fold"
+
+
+def with_unit(claim: Claim, unit: Unit) -> Claim:
+    """The claim judged on ``unit`` (a conjunction's parts too)."""
+    if isinstance(claim, AllOf):
+        return replace(claim, claims=tuple(with_unit(c, unit) for c in claim.claims))
+    return replace(claim, unit=unit)
+
+
 # ---------------------------------------------------------------- the judge
 
 

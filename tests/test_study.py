@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from lightship.cli import main
 from lightship.data import load_dataset
@@ -29,11 +32,22 @@ from lightship.studies import STUDIES, get_study
 from lightship.studies.analysis import Analysis, to_markdown
 from lightship.studies.base import Arm, Budget, Study
 from lightship.studies.runner import Cell, _blocked, _ready, execute, make_plan
-from lightship.studies.stats import paired
+from lightship.studies.stats import Paired
 
 DATA = "synthetic:n=8000,classes=4,size=8,channels=1"
 VOLATILE = {"wall_time_s", "load", "cores", "jobs", "created", "sessions", "command"}
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def paired(a, b):
+    """b − a as a study reports it: the judge's estimate over seeds (one cell per seed)."""
+    from lightship.judge import estimate
+
+    cells = [{"arm": arm, "seed": i, "fold": None, "m": v}
+             for arm, vals in (("a", a), ("b", b)) for i, v in enumerate(vals)]
+    e = estimate(cells, "b", "a", "m")
+    lo, hi = e.interval if e.interval is not None else (None, None)
+    return Paired(e.estimate, e.sd, e.n, lo, hi)
 
 
 # ---------------------------------------------------------------- statistics
@@ -284,10 +298,15 @@ def test_tricks_extra_arm_is_the_stack_without_zero_gamma(tmp_path):
     top1 = {"baseline": 95.0, "resnet-d": 94.0, "stack-no-zero-gamma": 96.0}
     cells = _fake(extra, {a: 0.1 for a in top1})
     for rec in cells.values():
-        rec["test_top1"] = top1[rec["arm"]] + 0.2 * rec["fold"]
-    lines = study.verdicts(Analysis(extra, cells))
-    assert lines[-1].startswith("extra arm: agrees with He et al. 2019")
-    assert "+1.00 [+1.00, +1.00]" in lines[-1] and "with zero-γ +2.00" in lines[-1]
+        rec["test_top1"] += top1[rec["arm"]] - 98.0
+    res = _analysis(extra, cells)
+    got = {d.claim.text(): d for d in res.decisions}
+    d = got["the whole stack without zero-γ beats the baseline"]
+    assert d.exploratory and d.outcome == "agrees" and d.estimate == pytest.approx(1.0, abs=0.1)
+    assert "(exploratory)" in d.text()
+    assert got["the whole stack beats the baseline on test top-1"].outcome == "contradicts"
+    # exploratory claims stay out of the Holm family: their adjusted p is their own
+    assert d.p_adjusted == d.p
 
 
 def test_tricks_preset_holds_the_papers_values():
@@ -303,76 +322,115 @@ def test_tricks_preset_holds_the_papers_values():
 # ---------------------------------------------------------------- verdict wording
 
 
-def _fake(plan, values):
-    """cell.json-like records with given train CE (and fixed test top-1) per arm."""
+def _fake(plan, values, converged=True):
+    """cell.json-like records with given train CE (and test top-1 near 98) per arm, a small
+    reproducible per-cell jitter (paired differences that do not collapse), and the cells'
+    convergence flag."""
     out = {}
     for c in plan.cells:
-        ce = values[c.arm] + 0.001 * (c.fold or 0) + 0.0005 * c.seed
+        jitter = random.Random(f"{c.arm}/{c.seed}/{c.fold}").uniform(-1, 1)
+        ce = values[c.arm] + 0.001 * (c.fold or 0) + 0.0005 * c.seed + 0.002 * jitter
         out[c.rel] = {"arm": c.arm, "seed": c.seed, "fold": c.fold, "run": c.rel,
-                      "status": "finished", "test_top1": 98.0 + 0.01 * (c.fold or 0),
-                      "test_loss": 0.1, "train_ce": ce, "train_top1": 99.0, "n_train": 2500,
-                      "n_test": 2500, "train_loss": ce, "epochs": 10, "params": 1000,
-                      "macs": 1, "verdict": "converged", "wall_time_s": 1.0}
+                      "status": "finished", "test_top1": 98.0 + 0.01 * (c.fold or 0)
+                      + 0.05 * jitter, "test_loss": 0.1, "train_ce": ce, "train_top1": 99.0,
+                      "n_train": 2500, "n_test": 2500, "train_loss": ce, "epochs": 10,
+                      "params": 1000, "macs": 1, "verdict": "converged",
+                      "converged": converged, "wall_time_s": 1.0}
     return out
 
 
-def test_degradation_verdicts_follow_the_numbers(tmp_path):
+def _analysis(plan, cells):
+    """The analysis of made-up records: their own convergence flags (no run folders)."""
+    return Analysis(plan, cells, convergence=False)
+
+
+def _outcomes(res):
+    """claim label → (outcome, reason) of the judge's decisions."""
+    return {d.claim.text(): (d.outcome, d.reason) for d in res.decisions}
+
+
+def test_degradation_claims_are_judged_on_the_numbers(tmp_path):
     study = get_study("degradation")
-    plan = make_plan(study, "default", seeds=None, folds=None, data="mnist5k",
+    plan = make_plan(study, "default", seeds=3, folds=2, data="mnist5k",
                      out=tmp_path / "s", command="test")
     paper_like = {"plain20": 0.05, "plain32": 0.08, "plain56": 0.15, "resnet20": 0.05,
-                  "resnet32": 0.04, "resnet56": 0.03, "resnet20-B": 0.05}
-    lines = study.verdicts(Analysis(plan, _fake(plan, paper_like)))
-    assert lines[0].startswith("agrees with He et al. 2016") and "rises at every step" in lines[0]
-    assert lines[1].startswith("agrees with") and lines[2].startswith("agrees with")
-    assert lines[3].startswith("agrees with") and "small difference" in lines[3]
+                  "resnet32": 0.04, "resnet56": 0.03, "resnet20-B": 0.05, "resnet20-C": 0.05}
+    res = _analysis(plan, _fake(plan, paper_like))
+    assert res.unit == "seed"
+    got = _outcomes(res)
+    assert got["plain-56 trains to a higher train CE than plain-20"] == ("agrees", None)
+    assert got["at depth 56 the shortcuts lower the train CE (plain − residual > 0)"] == \
+        ("agrees", None)
+    assert got["shortcut B − A at depth 20: test top-1 within ±1 point"] == ("agrees", None)
     reversed_ = dict(paper_like, plain20=0.15, plain56=0.05)
-    res = Analysis(plan, _fake(plan, reversed_))
-    lines = study.verdicts(res)
-    assert lines[0].startswith("does not agree with") and "-0.1000" in lines[0]
-    md = to_markdown(res, lines, {}, [])
-    assert "| plain-56 |" in md and "does not agree" in md and "| 4/4 |" in md
+    res = _analysis(plan, _fake(plan, reversed_))
+    d = next(d for d in res.decisions if d.claim.text().startswith("plain-56 trains"))
+    assert d.outcome == "contradicts" and d.estimate == pytest.approx(-0.1, abs=0.005)
+    md = to_markdown(res, res.verdict_lines(), {}, [])
+    assert "## Scoreboard" in md and "**contradicts**" in md and "| plain-56 |" in md
+    # the same numbers on cells that have not converged: not settled, never contradicts
+    res = _analysis(plan, _fake(plan, reversed_, converged=False))
+    d = next(d for d in res.decisions if d.claim.text().startswith("plain-56 trains"))
+    assert (d.outcome, d.reason) == ("not settled", "under-trained (12 of 12 cells)")
 
 
 def test_degradation_compares_shortcuts_a_b_and_c(tmp_path):
     """He et al. 2016 Table 3: A (zero padding), B (projection on shape change), C (projection on
-    every shortcut). C is an extra arm below the full budget, so the default stays sized."""
+    every shortcut), each judged as an equivalence within ±1 point of A."""
     study = get_study("degradation")
-    default = make_plan(study, "default", seeds=None, folds=None, data="mnist5k",
-                        out=tmp_path / "d", command="test")
-    assert "resnet20-C" not in {c.arm for c in default.cells}
-    plan = make_plan(study, "default", seeds=None, folds=None, data="mnist5k",
+    plan = make_plan(study, "default", seeds=3, folds=None, data="mnist5k",
                      out=tmp_path / "s", command="test",
                      arms=["resnet20", "resnet20-B", "resnet20-C"])
     shortcut = {c.arm: c.recipe.model.shortcut for c in plan.cells}
     assert shortcut == {"resnet20": "A", "resnet20-B": "B", "resnet20-C": "C"}
-    res = Analysis(plan, _fake(plan, {"resnet20": 0.05, "resnet20-B": 0.05,
-                                      "resnet20-C": 0.05}))
+    res = _analysis(plan, _fake(plan, {"resnet20": 0.05, "resnet20-B": 0.05,
+                                       "resnet20-C": 0.05}))
     assert {c.label for c, _ in res.comparisons} == {
         "shortcut B vs A at depth 20", "shortcut C vs A at depth 20",
         "shortcut C vs B at depth 20"}
-    lines = study.verdicts(res)
-    assert lines[-1].startswith("agrees with He et al. 2016 (Table 3): shortcut C − A")
-    assert lines[-2].startswith("agrees with He et al. 2016 (Table 3): shortcut B − A")
+    got = _outcomes(res)
+    for k in "BC":
+        assert got[f"shortcut {k} − A at depth 20: test top-1 within ±1 point"] == \
+            ("agrees", None)
     assert "resnet20-C" in {a.name for a in study.arms(study.budgets["full"])}
+    # the claims on arms this run did not train are listed as not run, never judged
+    assert any(line.startswith("not run — plain-56 trains") for line in res.verdict_lines())
 
 
 def test_chosen_arms_only_train_those_and_judge_what_they_can(tmp_path):
     study = get_study("degradation")
-    plan = make_plan(study, "default", seeds=6, folds=None, data="mnist5k", out=tmp_path / "s",
+    plan = make_plan(study, "default", seeds=6, folds=2, data="mnist5k", out=tmp_path / "s",
                      command="test", arms=["resnet20", "resnet20-B"])
     assert {c.arm for c in plan.cells} == {"resnet20", "resnet20-B"} and len(plan.cells) == 24
     assert [a["name"] for a in plan.to_dict()["arms"]] == ["resnet20", "resnet20-B"]
-    res = Analysis(plan, _fake(plan, {"resnet20": 0.05, "resnet20-B": 0.05}))
-    lines = study.verdicts(res)
-    assert lines[0].startswith("not settled: plain-20 and plain-56")
-    assert "over 12 paired cells" in lines[-1] and lines[-1].startswith("agrees with")
+    res = _analysis(plan, _fake(plan, {"resnet20": 0.05, "resnet20-B": 0.05}))
+    assert [d.claim.text() for d in res.decisions] == [
+        "shortcut B − A at depth 20: test top-1 within ±1 point"]
+    assert res.decisions[0].outcome == "agrees" and res.decisions[0].n == 6
     assert {c.label for c, _ in res.comparisons} == {"shortcut B vs A at depth 20"}
     longer = make_plan(get_study("tricks"), "default", seeds=None, folds=None, data="mnist5k",
                        out=tmp_path / "t", command="test", arms=["mixup"], epochs=30)
     r = longer.cells[0].recipe
     assert r.train.epochs == 50 and r.schedule.warmup_epochs == pytest.approx(1.25)
     assert longer.to_dict()["epochs"] == 30
+
+
+def test_one_seed_over_k_folds_uses_the_corrected_fold_interval(tmp_path):
+    """One seed × K folds: the unit is the fold, with Nadeau & Bengio's corrected variance; the
+    descriptive comparison rows use the same unit, so table and verdict agree."""
+    from lightship.judge import corrected_se
+
+    study = get_study("degradation")
+    plan = make_plan(study, "default", seeds=1, folds=4, data="mnist5k", out=tmp_path / "s",
+                     command="test", arms=["resnet20", "resnet20-B"])
+    cells = _fake(plan, {"resnet20": 0.05, "resnet20-B": 0.06})
+    res = _analysis(plan, cells)
+    assert res.unit == "fold"
+    d = res.diff("resnet20", "resnet20-B", "train_ce")
+    by = {(r["arm"], r["fold"]): r["train_ce"] for r in cells.values()}
+    diffs = [by["resnet20-B", f] - by["resnet20", f] for f in range(4)]
+    half = scipy.stats.t.ppf(0.975, 3) * corrected_se(diffs, 4)
+    assert d.n == 4 and d.lo == pytest.approx(statistics.fmean(diffs) - half)
 
 
 # ---------------------------------------------------------------- end to end

@@ -4,6 +4,7 @@ verdicts that follow the numbers, and one tiny end-to-end run."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -112,54 +113,53 @@ def _fake(plan, top1: dict[str, float], ce: dict[str, float] | None = None) -> d
     cell-to-cell spread that the paired differences cancel."""
     out = {}
     for c in plan.cells:
-        spread = 0.3 * (c.fold or 0) + 0.2 * c.seed
+        spread = 0.3 * (c.fold or 0) + 0.2 * c.seed + 0.1 * random.Random(
+            f"{c.arm}/{c.seed}/{c.fold}").uniform(-1, 1)
         out[c.rel] = {"arm": c.arm, "seed": c.seed, "fold": c.fold, "run": c.rel,
-                      "status": "finished", "test_top1": top1[c.arm] + spread + 0.01 * (
-                          c.fold or 0) * len(c.arm), "test_loss": 0.1,
+                      "status": "finished", "test_top1": top1[c.arm] + spread, "test_loss": 0.1,
                       "train_ce": (ce or {}).get(c.arm, 0.05) + 0.001 * (c.fold or 0),
                       "train_top1": 99.0, "n_train": 3333, "n_test": 1667, "train_loss": 0.05,
                       "epochs": 8, "params": 1000, "macs": 1, "verdict": "converged",
-                      "wall_time_s": 1.0}
+                      "converged": True, "wall_time_s": 1.0}
     return out
 
 
-def test_rocket_verdicts_follow_the_numbers(tmp_path):
-    study = get_study("rocket")
-    plan = _plan(tmp_path, arms=ALL)
+def _judged(plan, top1, ce=None):
+    res = Analysis(plan, _fake(plan, top1, ce), convergence=False)
+    return res, {d.claim.text(): d for d in res.decisions}
+
+
+def test_rocket_claims_are_judged_on_the_numbers(tmp_path):
+    plan = _plan(tmp_path, arms=ALL, seeds=3)
     paper_like = {"light": 91.0, "at": 91.5, "kd": 91.8, "rocket-interval": 92.5,
                   "bottom-light": 90.0, "rocket-bottom": 91.0, "rocket-kd": 93.2,
                   "booster": 93.5, "no-gb": 92.0, "no-share": 91.9, "neither": 91.5}
-    lines = study.verdicts(Analysis(plan, _fake(plan, paper_like, {"light": 0.2,
-                                                                   "rocket-interval": 0.1})))
-    assert len(lines) == 6 and all(ln.startswith("agrees with Zhou et al. 2018") for ln in lines)
-    # differences 1.5, 1.6, 1.7: mean 1.6 ± t(0.975, 2)·0.1/√3 = 0.248
-    assert "+1.60 [+1.35, +1.85]" in lines[0] and "train CE -0.1000 [" in lines[0]
-    assert "Rocket interval (λ 0.03) − light alone (wrn-16-1)" in lines[0]
+    res, got = _judged(plan, paper_like, {"light": 0.2, "rocket-interval": 0.1})
+    assert res.unit == "seed" and all(d.outcome == "agrees" for d in got.values()), got
+    main = got["Rocket interval beats the light net alone"]
+    assert main.estimate == pytest.approx(1.5, abs=0.15) and main.n == 3
     # Rocket no better than light alone, the gradient block hurting, Rocket+KD below KD
     against = dict(paper_like, **{"rocket-interval": 91.0, "no-gb": 91.6, "rocket-kd": 91.0})
-    res = Analysis(plan, _fake(plan, against))
-    lines = study.verdicts(res)
-    assert lines[0].startswith("does not agree") and "the interval includes 0" in lines[0]
-    assert lines[3].startswith("does not agree") and "a loss" in lines[3]
-    assert lines[5].startswith("does not agree") and "not above both" in lines[5]
-    md = to_markdown(res, lines, {}, [])
-    assert "| Rocket + KD (their α 0.9) |" in md and "| 3/3 |" in md
+    res, got = _judged(plan, against)
+    assert got["Rocket interval beats the light net alone"].outcome == "not settled"
+    assert got["the gradient block helps"].outcome == "contradicts"
+    assert got["Rocket + KD beats Rocket interval and KD"].outcome == "contradicts"
+    md = to_markdown(res, res.verdict_lines(), {}, [])
+    assert "| Rocket + KD (their α 0.9) |" in md and "| 9/9 |" in md
     assert "| sharing: Rocket vs no sharing | train CE |" in md
-    # a default run has no Rocket bottom pair: that claim says how to train it
-    default = _plan(tmp_path)
-    lines = study.verdicts(Analysis(default, _fake(default, paper_like)))
-    assert lines[1].startswith("not settled") and "--arms bottom-light,rocket-bottom" in lines[1]
-    assert lines[0].startswith("agrees") and lines[5].startswith("agrees")
-    # a study of the extra arms alone judges only what it has
-    extra = _plan(tmp_path, arms=["light-narrow", "rocket-interval-narrow"])
-    lines = study.verdicts(Analysis(extra, _fake(extra, {"light-narrow": 80.0,
-                                                         "rocket-interval-narrow": 82.0})))
-    assert lines[0].startswith("not settled") and lines[-1].startswith("extra arm: agrees")
-    wide = _plan(tmp_path, arms=["light-wide", "booster-wide", "rocket-interval-wide"])
-    lines = study.verdicts(Analysis(wide, _fake(wide, {"light-wide": 90.0, "booster-wide": 93.0,
-                                                       "rocket-interval-wide": 91.0})))
-    assert lines[-1].startswith("extra arm: agrees") and "at width ×0.5" in lines[-1]
-    assert "booster − light at that width: +3.0" in lines[-1]  # 3 + the fake's spread
+    # a default run has no Rocket bottom pair: that claim is listed as not run
+    default = _plan(tmp_path, seeds=3)
+    res, got = _judged(default, paper_like)
+    assert "Rocket bottom beats its light net alone" not in got
+    assert any(line.startswith("not run — Rocket bottom beats its light net alone: train "
+                               "rocket-bottom,bottom-light with --arms")
+               for line in res.verdict_lines())
+    assert got["Rocket interval beats the light net alone"].outcome == "agrees"
+    # a study of the extra arms alone judges only what it has, as exploratory claims
+    extra = _plan(tmp_path, arms=["light-narrow", "rocket-interval-narrow"], seeds=3)
+    res, got = _judged(extra, {"light-narrow": 80.0, "rocket-interval-narrow": 82.0})
+    (d,) = got.values()
+    assert d.exploratory and d.outcome == "agrees" and "(exploratory)" in d.text()
 
 
 def test_rocket_kd_study_runs_end_to_end_with_its_teacher(tmp_path, capsys):

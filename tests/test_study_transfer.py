@@ -84,55 +84,49 @@ def _fake(plan, values):
                       "test_loss": 0.1, "train_ce": ce + jitter, "train_top1": 99.0,
                       "n_train": 2500, "n_test": 2500, "train_loss": ce, "epochs": 12,
                       "params": 4934, "macs": 1, "verdict": "underfitting",
-                      "wall_time_s": 1.0}
+                      "converged": True, "wall_time_s": 1.0}
     return out
 
 
-def test_verdicts_follow_the_numbers(tmp_path):
-    study, plan = get_study("transfer"), _plan(tmp_path)
+def _judged(plan, values):
+    res = Analysis(plan, _fake(plan, values), convergence=False)
+    return res, {d.claim.text().split(" lowers")[0].split(" (")[0]: d for d in res.decisions}
+
+
+def test_claims_are_judged_on_the_numbers(tmp_path):
+    study, plan = get_study("transfer"), _plan(tmp_path, seeds=3)
     light = (0.12, 96.0)
     values = {"teacher": (0.03, 98.3), "light": light, "kd": (0.09, 96.6),
               "adversarial": (0.12, 96.0), **{n: light for n in STUDENTS[1:5]},
               "rocket-kd": (0.14, 95.5), "adversarial-last": (0.12, 96.0)}
-    res = Analysis(plan, _fake(plan, values))
-    lines = study.verdicts(res)
-    assert len(lines) == 1 + len(STUDENTS)
-    assert lines[0].startswith("agrees with the light-backbone article")
-    assert "lies above" in lines[0]
-    gap = res.diff("teacher", "light", "train_ce")
-    assert gap.text("+.4f") in lines[0] and gap.lo > 0.08 and "over 4 paired cells" in lines[0]
-    kd = lines[1]
-    assert kd.startswith("agrees with") and res.diff("light", "kd", "train_ce").text("+.4f") in kd
-    assert res.diff("light", "kd", "test_top1").text() in kd
-    assert "(lower, CI excludes 0)" in kd and "(higher, CI excludes 0)" in kd
-    adv = next(v for v in lines if "adversarial (" in v)
-    assert adv.startswith("does not agree with") and adv.count("CI includes 0") == 2
-    rk = next(v for v in lines if v.startswith("rocket-kd:"))
-    assert "(higher, CI excludes 0)" in rk and "(lower, CI excludes 0)" in rk
-    assert next(v for v in lines if v.startswith("hint:")).count("CI includes 0") == 2
-    assert lines[-1].startswith("extra arm adversarial-last:") and "vs one critic per" in lines[-1]
+    res, got = _judged(plan, values)
+    assert len(got) == 1 + len(STUDENTS) and res.unit == "seed"
+    under = got["the light net's train CE lies above the teacher's"]
+    assert under.outcome == "agrees" and under.estimate == pytest.approx(0.09, abs=0.002)
+    assert got["kd"].outcome == "agrees" and not got["kd"].exploratory
+    assert got["adversarial"].outcome == "not settled" and not got["adversarial"].exploratory
+    assert got["rocket+kd"].outcome == "contradicts" and got["rocket+kd"].exploratory
+    assert got["hint"].exploratory and got["adversarial, one critic on the last stage"].exploratory
     # the claim fails when KD raises the floor, however much it helps the test top-1
-    worse = Analysis(plan, _fake(plan, dict(values, kd=(0.15, 97.0))))
-    kd = study.verdicts(worse)[1]
-    assert kd.startswith("does not agree") and "(higher, CI excludes 0)" in kd
-    # a light net that does not underfit is said to
-    flat = study.verdicts(Analysis(plan, _fake(plan, dict(values, teacher=light))))
-    assert flat[0].startswith("does not agree") and "does not lie measurably above" in flat[0]
-    md = to_markdown(res, lines, {}, [])
+    _, worse = _judged(plan, dict(values, kd=(0.15, 97.0)))
+    assert worse["kd"].outcome == "contradicts"
+    assert [p.outcome for p in worse["kd"].parts] == ["contradicts", "agrees"]
+    # a light net that does not underfit is not said to
+    _, flat = _judged(plan, dict(values, teacher=light))
+    assert flat["the light net's train CE lies above the teacher's"].outcome == "not settled"
+    md = to_markdown(res, res.verdict_lines(), {}, [])
     kd_ce = res.diff("light", "kd", "train_ce").mean
     assert f"| kd vs light alone | train CE | {kd_ce:+.4f} |" in md
+    gap = res.diff("teacher", "light", "train_ce")
     assert f"| light alone vs teacher | train CE | {gap.mean:+.4f} |" in md
     assert "transfer.png" in study.plots(res)
 
 
-def test_missing_arms_leave_their_claims_unsettled(tmp_path):
-    study = get_study("transfer")
-    plan = _plan(tmp_path, arms=["light", "kd"])
-    res = Analysis(plan, _fake(plan, {"teacher": (0.03, 98.0), "light": (0.1, 96.0),
-                                      "kd": (0.08, 96.5)}))
-    lines = study.verdicts(res)
-    assert lines[1].startswith("agrees with")
-    assert all(v.startswith("not settled:") for v in lines[2:]) and len(lines) == 9
+def test_missing_arms_leave_their_claims_not_run(tmp_path):
+    plan = _plan(tmp_path, arms=["light", "kd"], seeds=3)
+    res, got = _judged(plan, {"teacher": (0.03, 98.0), "light": (0.1, 96.0), "kd": (0.08, 96.5)})
+    assert got["kd"].outcome == "agrees"
+    assert sum(line.startswith("not run — ") for line in res.verdict_lines()) == 7
 
 
 @pytest.mark.parametrize("budget", ["quick", "full"])

@@ -14,16 +14,30 @@ LABELS = ("converged", "still improving", "diverged", "underfitting", "overfitti
 SCHEDULES = ("cosine", "linear", "step", "multistep", "constant")
 
 
-def converged_flag(label: str | None) -> bool | None:
-    """What a verdict label says of the convergence test's question (would the ×2 schedule
-    lower the clean train CE by more than the tolerance?): True for ``converged`` and
-    ``underfitting`` (a flat curve at a high level), False for ``still improving``,
-    ``overfitting`` (its train loss still fell) and ``diverged``, None where it does not say
-    (``cannot tell``, ``too short to judge``, no verdict). A study's cells carry it, so the
-    judge can refuse to decide a claim on under-trained cells."""
+def converged_flag(label: str | None, numbers: Numbers | None = None) -> bool | None:
+    """What a verdict says of the convergence test's question (would the ×2 schedule lower the
+    clean train CE by more than the tolerance?). With the headroom numbers of a finished run
+    (``numbers.twin_drop``) the answer is theirs, whatever the label: True when the expected
+    drop is below the tolerance by more than ``CANNOT_TELL``, False when above it by more,
+    None in between; so an ``overfitting`` run (a test-side label that takes precedence) whose
+    train side has converged counts as converged. Otherwise from the label: True for
+    ``converged`` and ``underfitting`` (a flat curve at a high level), False for ``still
+    improving``, ``overfitting`` and ``diverged``, None where it does not say (``cannot tell``,
+    ``too short to judge``, no verdict). A study's cells carry it, so the judge can refuse to
+    decide a claim on under-trained cells."""
+    if label == "diverged":
+        return False
+    if numbers is not None and numbers.twin_drop is not None and \
+            numbers.drop_tolerance is not None and not numbers.unfinished:
+        tol = numbers.drop_tolerance
+        if numbers.twin_drop <= (1 - CANNOT_TELL) * tol:
+            return True
+        if numbers.twin_drop > (1 + CANNOT_TELL) * tol:
+            return False
+        return None
     if label in ("converged", "underfitting"):
         return True
-    if label in ("still improving", "overfitting", "diverged"):
+    if label in ("still improving", "overfitting"):
         return False
     return None
 

@@ -1,8 +1,10 @@
-"""Read a study's cells and write study.json, study.md and the figures.
+"""Read a study's cells, have the judge decide its claims, write study.json, study.md, figures.
 
 Works on a finished study and on a partial one (``lightship report STUDY_DIR`` while it runs or
 after it was killed): statistics use the finished cells, comparisons the cells both arms share,
-and the verdicts say how many cells are still missing.
+and the verdicts say how many cells are still missing. Every verdict is a
+:func:`lightship.judge.judge` decision on the study's claims; every paired difference in a table
+or figure is a :func:`lightship.judge.estimate` on the same unit of analysis.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from lightship.judge import Decision, estimate, judge, unit_for, with_unit
 from lightship.runs import parse_records, write_json
 from lightship.studies.base import Arm, Comparison
+from lightship.studies.cells import cell_converged
 from lightship.studies.runner import Cell, Plan
-from lightship.studies.stats import MeanStd, Paired, mean_std, paired
+from lightship.studies.stats import MeanStd, Paired, mean_std
 from lightship.train.precision import cpu_kind
 
-METRIC_NAMES = {"test_top1": "test top-1 (points)", "train_ce": "train CE"}
+METRIC_NAMES = {"test_top1": "test top-1 (points)", "train_ce": "train CE",
+                "train_top1": "train top-1 (points)",
+                "gap_top1": "train − test top-1 (points)"}
 
 
 @dataclass
@@ -75,7 +81,9 @@ class ArmStats:
 class Analysis:
     """Per-arm statistics and paired comparisons of a study's finished cells."""
 
-    def __init__(self, plan: Plan, records: dict[str, dict]) -> None:
+    def __init__(self, plan: Plan, records: dict[str, dict], convergence: bool = True) -> None:
+        """``convergence``: recompute each finished cell's ``converged`` flag from its run
+        folder (False: keep the records' own, for records made up in tests)."""
         self.plan = plan
         self.study, self.budget = plan.study, plan.budget
         self.arm_list = plan.arms
@@ -89,10 +97,18 @@ class Analysis:
                 [r for r in recs if r.get("status") != "finished"])
         self.n_done = sum(len(a.cells) + len(a.failed) for a in self.arms.values())
         self.n_total = len(plan.cells)
+        self.unit = unit_for(len(plan.seeds), plan.folds)
+        for a in self.arms.values():
+            for c in a.cells:
+                if c.get("train_top1") is not None and c.get("test_top1") is not None:
+                    c["gap_top1"] = c["train_top1"] - c["test_top1"]
+                if convergence:  # the current convergence test on the run folder
+                    c["converged"] = cell_converged(plan.out / c["run"])
         plan.study.annotate(self)
         self.comparisons = [(c, self.diff(c.a, c.b, c.metric))
                             for c in plan.study.comparisons(plan.budget)
                             if c.a in self.arms and c.b in self.arms]
+        self.decisions, self.not_run = self._decide()
 
     @property
     def complete(self) -> bool:
@@ -105,14 +121,37 @@ class Analysis:
     def mean(self, name: str, key: str) -> float | None:
         return self.arm(name).stat(key).mean
 
+    @property
+    def cells(self) -> list[dict]:
+        """The finished cells of every arm (the judge's input)."""
+        return [c for a in self.arms.values() for c in a.cells]
+
     def diff(self, a: str, b: str, metric: str) -> Paired | None:
-        """Paired b − a over the (seed, fold) cells both arms finished (None: no such cell)."""
-        ca = {(c["seed"], c["fold"]): c for c in self.arm(a).cells if c.get(metric) is not None}
-        cb = {(c["seed"], c["fold"]): c for c in self.arm(b).cells if c.get(metric) is not None}
-        keys = sorted(set(ca) & set(cb), key=lambda k: (k[0], -1 if k[1] is None else k[1]))
-        if not keys:
+        """Paired b − a over the units both arms finished, on the study's unit of analysis
+        (:func:`lightship.judge.estimate`; None: no shared cell). Descriptive: the verdicts
+        are the judge's decisions, not these intervals."""
+        est = estimate(self.cells, b, a, metric, self.unit)
+        if est is None:
             return None
-        return paired([ca[k][metric] for k in keys], [cb[k][metric] for k in keys])
+        lo, hi = est.interval if est.interval is not None else (None, None)
+        return Paired(est.estimate, est.sd, est.n, lo, hi)
+
+    def _decide(self) -> tuple[list[Decision], list[Any]]:
+        """The judge's decisions on the study's claims whose arms this run planned, and the
+        claims it did not plan (extra arms not named with --arms)."""
+        planned = {a.name for a in self.arm_list}
+        claims = [with_unit(c, self.unit) for c in self.study.claims(self.budget, self.unit)]
+        run = [c for c in claims if set(c.arms) <= planned]
+        return judge(run, self.cells), [c for c in claims if c not in run]
+
+    def verdict_lines(self) -> list[str]:
+        """One line per claim (the judge's), then the claims not run, then the study's notes."""
+        pending = self.pending_note()
+        lines = [d.text() + pending for d in self.decisions]
+        lines += [f"not run — {c.text()}: train "
+                  f"{','.join(a for a in c.arms if a not in self.arms)} with --arms"
+                  for c in self.not_run]
+        return lines + [f"note: {n}" for n in self.study.notes(self)]
 
     def pending_note(self) -> str:
         if self.complete:
@@ -211,18 +250,52 @@ def arm_rows(res: Analysis) -> list[dict[str, str]]:
     return rows
 
 
+def _fmt_for(metric: str) -> str:
+    return "+.2f" if metric.endswith("top1") else "+.4f"
+
+
 def comparison_rows(res: Analysis) -> list[dict[str, str]]:
     rows = []
+    names = {**METRIC_NAMES, **res.study.metric_names}
     for comp, d in res.comparisons:
-        fmt = "+.2f" if comp.metric.endswith("top1") else "+.4f"
-        names = {**METRIC_NAMES, **res.study.metric_names}
+        fmt = _fmt_for(comp.metric)
         rows.append({
             "comparison": comp.label, "metric": names.get(comp.metric, comp.metric),
             "Δ (b − a)": "—" if d is None else f"{d.mean:{fmt}}",
             "95 % CI": "—" if d is None or d.lo is None else f"[{d.lo:{fmt}}, {d.hi:{fmt}}]",
-            "n": "0" if d is None else str(d.n),
-            "excludes 0": "—" if d is None or d.lo is None else ("yes" if d.excludes_zero
-                                                                  else "no"),
+            f"n ({res.unit}s)": "0" if d is None else str(d.n),
+        })
+    return rows
+
+
+def _effect(d: Decision) -> str:
+    """Estimate [95 % interval] of a leaf; of a trend or conjunction, its parts' joined."""
+    if d.parts:
+        return "; ".join(_effect(p) for p in d.parts)
+    if d.estimate is None:
+        return "—"
+    fmt = _fmt_for(d.claim.metrics[0])
+    out = f"{d.estimate:{fmt}}"
+    if d.interval is not None:
+        out += f" [{d.interval[0]:{fmt}}, {d.interval[1]:{fmt}}]"
+    return out
+
+
+def scoreboard_rows(res: Analysis) -> list[dict[str, str]]:
+    """One row per judged claim: the judge's outcome and numbers."""
+    names = {**METRIC_NAMES, **res.study.metric_names}
+    rows = []
+    for d in sorted(res.decisions, key=lambda d: d.exploratory):
+        c = d.claim
+        metric = "/".join(names.get(m, m) for m in c.metrics)
+        effect = _effect(d)
+        rows.append({
+            "claim": c.text() + (" *(exploratory)*" if d.exploratory else ""),
+            "verdict": f"**{d.outcome}**" + (f": {d.reason}" if d.reason else ""),
+            "effect [95 % CI]": effect, "metric": metric,
+            "unit, n": f"{c.unit}, {d.n}",
+            "converged cells": f"{d.converged[0]}/{d.converged[1]}",
+            "p (Holm)": "—" if d.p_adjusted is None else f"{d.p_adjusted:.3g}",
         })
     return rows
 
@@ -248,7 +321,7 @@ def to_json(res: Analysis, verdicts: list[str], wall: dict[str, Any]) -> dict[st
                                                        "wall_time_s")},
                       "pooled_top1": vars(a.pooled_top1), "n_test_pooled": a.n_test_pooled,
                       "gap_top1": vars(a.gap_top1), "verdicts": dict(a.verdicts)}
-    comps = [{"a": c.a, "b": c.b, "metric": c.metric, "label": c.label,
+    comps = [{"a": c.a, "b": c.b, "metric": c.metric, "label": c.label, "unit": res.unit,
               **(d.to_dict() if d is not None else {"n": 0})} for c, d in res.comparisons]
     cells = [res.records[c.rel] for c in plan.cells if c.rel in res.records]
     return {"format": "lightship-study-result-1", "study": res.study.name,
@@ -258,8 +331,11 @@ def to_json(res: Analysis, verdicts: list[str], wall: dict[str, Any]) -> dict[st
                                                default=None),
             "precision": plan.precision, "plan_cpu": plan.cpu,
             "command": plan.command, "complete": res.complete, "cells_done": res.n_done,
-            "cells_total": res.n_total, "arms": arms, "comparisons": comps,
-            "verdicts": verdicts, "cells": cells, **wall}
+            "cells_total": res.n_total, "unit": res.unit,
+            "claims": [d.to_dict() for d in res.decisions],
+            "not_run": [c.text() for c in res.not_run],
+            "metric_names": {**METRIC_NAMES, **res.study.metric_names},
+            "arms": arms, "comparisons": comps, "verdicts": verdicts, "cells": cells, **wall}
 
 
 def _duration(seconds: float | None) -> str:
@@ -304,6 +380,17 @@ def to_markdown(res: Analysis, verdicts: list[str], wall: dict[str, Any],
     if res.budget.name == "quick":
         lines += ["**Quick budget: this checks the machinery, the numbers do not test the "
                   "claim.**", ""]
+    unit = ("seeds: each seed's folds averaged first, Student's paired t over seeds"
+            if res.unit == "seed" else
+            "folds: the corrected resampled t of Nadeau & Bengio (2003) over seed × fold "
+            "differences, because K-fold training sets overlap")
+    lines += ["## Scoreboard", "",
+              f"Every verdict is the judge's (lightship.judge): unit of analysis {unit}; "
+              "Holm over the primary claims; an equivalence needs its TOST at the margin fixed "
+              "in the claim; a claim on trained nets needs converged cells (the convergence "
+              "test: the ×2 schedule would not lower the clean train CE by more than "
+              "max(0.01, 10 %)). Exploratory claims (extra arms) never count as a verdict.", "",
+              md_table(scoreboard_rows(res))]
     lines += ["## Verdicts", ""] + [f"- {v}" for v in verdicts] + [""]
     lines += ["## Arms", "", "Mean ± std over cells (seed × fold). *Pooled top-1*: all test "
               "images of a seed at once (folds pooled), mean ± std over seeds. *Train CE* / "
@@ -311,9 +398,10 @@ def to_markdown(res: Analysis, verdicts: list[str], wall: dict[str, Any],
               "no augmentation. *Final train loss*: the logged objective of the last epoch "
               "(augmented; includes label smoothing and mixup where on).", "",
               md_table(arm_rows(res)),
-              "## Paired comparisons", "",
-              "b − a over cells with the same seed and fold (same data order and test "
-              "images); 95 % t-interval over the paired differences.", "",
+              "## Paired comparisons (descriptive)", "",
+              "b − a paired by seed and fold (same data order and test images), on the "
+              f"study's unit ({res.unit}s), with the plain 95 % interval; descriptive only, "
+              "not corrected for multiplicity: the verdicts are the scoreboard's.", "",
               md_table(comparison_rows(res)), "## Figures", ""]
     lines += [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
@@ -370,9 +458,7 @@ def write_outputs(plan: Plan, records: dict[str, dict], wall: dict[str, Any]) ->
     return the analysis."""
     res = Analysis(plan, records)
     reference_verdicts(res)
-    verdicts = res.study.verdicts(res)
-    if not res.complete:
-        verdicts = [v + res.pending_note() for v in verdicts]
+    verdicts = res.verdict_lines()
     figures = []
     curves_dir = plan.out / "curves"
     curves_dir.mkdir(exist_ok=True)

@@ -3,14 +3,20 @@
 A study is a grid of arms × seeds × folds. Every cell is an ordinary run folder trained by the
 normal training entry point; a study only chooses the recipes, then reads the run folders.
 Budgets: ``quick`` checks the machinery (≤ 3 minutes, numbers mean nothing), ``default`` keeps
-the claim's regime at a size that fits 30 minutes on a 2-core CPU, ``full`` is the paper's own
-setting for a GPU and CIFAR.
+the claim's regime at a size that fits 60 minutes on 2 quiet CPU cores with ``--jobs 2``,
+``full`` is the paper's own setting for a GPU and CIFAR.
+
+A study holds no inference: its claims are :mod:`lightship.judge` values, and the judge decides
+them all (agrees / contradicts / not settled, with the reason).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from lightship.judge import Claim, Unit
 
 BUDGETS = ("quick", "default", "full")
 
@@ -31,6 +37,11 @@ class Budget:
     final_eval_only: bool = False
     """Evaluate on the test part only after the last epoch (quick budgets: the test pass would
     cost more than the training)."""
+    data: str = "mnist5k"
+    """The built-in dataset the budget is sized on (``--data`` replaces it)."""
+    measured: str | None = None
+    """What a quiet run of this budget measured: wall time with ``--jobs 2`` on 2 cores and
+    how many of its cells converged (``lightship study list`` and ``--help`` print it)."""
 
 
 class Results(Protocol):
@@ -74,12 +85,13 @@ class Comparison:
 
 
 class Study:
-    """Base class: subclasses set the class attributes and implement the three methods."""
+    """Base class: subclasses set the class attributes and implement arms, comparisons and
+    claims."""
 
     name: str = ""
     title: str = ""
     paper: str = ""
-    """Short citation used in verdict lines ("agrees with <paper>: ...")."""
+    """Short citation of the claims' source."""
     claim: str = ""
     metric_names: dict[str, str] = {}
     """Table names of metrics the study adds in :meth:`annotate`."""
@@ -95,9 +107,16 @@ class Study:
         """Arms trained only when named with ``--arms`` (a targeted extra run)."""
         return []
 
-    def verdicts(self, res: Results) -> list[str]:
-        """One line per claim: "agrees with <paper>: …" or "does not agree: …", with numbers."""
+    def claims(self, budget: Budget, unit: Unit) -> list[Claim]:
+        """The paper's claims as judge values on ``unit``, fixed before any cell runs (margins
+        included); claims about extra arms are exploratory. A claim whose arms the run did not
+        plan is reported as not run, not judged."""
         raise NotImplementedError
+
+    def notes(self, res: Results) -> list[str]:
+        """Facts printed under the verdicts that are not claims (e.g. what the cells' start
+        records say); never a verdict."""
+        return []
 
     def plots(self, res: Results) -> dict[str, Any]:
         """Extra figures: file name → a matplotlib Figure (learning curves per arm are shared)."""
@@ -110,8 +129,3 @@ class Study:
     def reference_arm(self, budget: Budget) -> str | None:
         """An arm whose cells serve as `diagnose --reference` for the others (heavier net)."""
         return None
-
-
-def agree(paper: str, ok: bool, text: str) -> str:
-    """A verdict line in the study's fixed wording."""
-    return f"agrees with {paper}: {text}" if ok else f"does not agree with {paper}: {text}"

@@ -53,6 +53,19 @@ def cell_state(run_dir: Path) -> str:
     return "resume" if paths.last.exists() else "new"
 
 
+def cell_converged(run_dir: Path) -> bool | None:
+    """The convergence test's answer for a trained cell: its verdict's headroom numbers (or its
+    label where they are missing), as :func:`lightship.diagnose.result.converged_flag` reads
+    them. The judge calls a claim on cells without ``True`` "not settled: under-trained"."""
+    from lightship.diagnose.judge import judge_run
+
+    try:
+        v = judge_run(run_dir)
+    except (OSError, ValueError):
+        return None
+    return converged_flag(v.label, v.numbers)
+
+
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Bring one cell to done and return its record (also in cell.json). Runs in the study's
     process or in a worker process; ``spec`` holds the recipe as a plain dict."""
@@ -81,7 +94,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
                   test_loss=summary["test_loss"], **fit, train_loss=summary["train_loss"],
                   epochs=summary["epochs"], params=summary["params"], macs=summary["macs"],
                   verdict=summary.get("verdict"), verdict_line=summary.get("verdict_line"),
-                  converged=converged_flag(summary.get("verdict")),
+                  converged=cell_converged(run_dir),
                   wall_time_s=summary["wall_time_s"])
     write_json(run_dir / CELL_FILE, record)
     return record

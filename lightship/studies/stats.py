@@ -1,14 +1,6 @@
-"""Statistics of a study: mean ± std per arm and paired differences with a 95 % t-interval.
-
-Two arms of a study are compared *paired*: cell (seed, fold) of arm A and cell (seed, fold) of
-arm B saw the same training images in the same order and were scored on the same test digits, so
-the difference d = B − A per cell removes most of the seed-to-seed and fold-to-fold spread. The
-interval is Student's t over those n differences: mean(d) ± t(0.975, n − 1) · sd(d) / √n. An
-effect is called real only when the interval excludes 0.
-
-Folds share training images, so their differences are not fully independent and the interval is
-somewhat too narrow (Nadeau & Bengio 2003); treat a bound close to 0 with care.
-"""
+"""Descriptive statistics of a study: mean ± std per arm, and the :class:`Paired` row a table
+or figure shows for b − a (computed by :func:`lightship.judge.estimate` on the study's unit of
+analysis; the verdicts are the judge's decisions, never these rows)."""
 
 from __future__ import annotations
 
@@ -68,26 +60,3 @@ class Paired:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "excludes_zero": self.excludes_zero}
-
-
-def t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t with ``df`` degrees of freedom (scipy)."""
-    from scipy.stats import t
-
-    return float(t.ppf(p, df))
-
-
-def paired(a: list[float], b: list[float], level: float = 0.95) -> Paired:
-    """Paired difference b − a (same order: element i of both is the same cell)."""
-    if len(a) != len(b):
-        raise ValueError(f"paired samples differ in length ({len(a)} vs {len(b)})")
-    if not a:
-        raise ValueError("no paired cells to compare")
-    d = [float(y) - float(x) for x, y in zip(a, b, strict=True)]
-    n = len(d)
-    mean = statistics.fmean(d)
-    if n < 2:
-        return Paired(mean, None, n, None, None)
-    sd = statistics.stdev(d)
-    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
-    return Paired(mean, sd, n, mean - half, mean + half)

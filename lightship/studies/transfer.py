@@ -32,7 +32,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightship.studies.base import Arm, Budget, Comparison, Study, agree
+from lightship.judge import AllOf, Claim, Difference, Unit
+from lightship.studies.base import Arm, Budget, Comparison, Study
 
 PAPER = "the light-backbone article (transfer lowers the light net's loss floor)"
 CLAIMED = ("kd", "adversarial")
@@ -148,39 +149,33 @@ class Transfer(Study):
                                   "one critic (last stage) vs one per stage"))
         return out
 
-    def verdicts(self, res) -> list[str]:
-        lines = []
-        gap = res.diff("teacher", "light", "train_ce")
-        if gap is None:
-            lines.append("not settled: light alone and the teacher share no finished cell")
-        else:
-            lt, te = res.mean("light", "train_ce"), res.mean("teacher", "train_ce")
-            counts = res.arm("light").verdicts
-            diag = ", ".join(f"{k} ×{v}" for k, v in counts.most_common())
-            lines.append(agree(PAPER, gap.sign > 0, (
-                f"the light net's final train CE {lt:.4f} "
-                + ("lies above" if gap.sign > 0 else "does not lie measurably above")
-                + f" the teacher's {te:.4f}: light − teacher = {gap.text('+.4f')} over "
-                f"{gap.n} paired cells ({lt / te:.1f}×); diagnose vs the teacher: {diag}")))
-        for name, _, _ in [*_methods(res.budget.epochs), *_extra()]:
-            label = res.arm(name).arm.label
-            ce = res.diff("light", name, "train_ce")
-            top = res.diff("light", name, "test_top1")
-            if ce is None or top is None:
-                lines.append(f"not settled: {label} and light alone share no finished cell")
-                continue
-            text = (f"{label} − light alone: train CE {ce.text('+.4f')} ("
-                    + _moves(ce.sign, "lower", "higher") + f"), test top-1 {top.text()} points ("
-                    + _moves(top.sign, "higher", "lower") + f"), {ce.n} paired cells")
-            if name in CLAIMED:
-                lines.append(agree(PAPER, ce.sign < 0 and top.sign > 0, text))
-            elif name == "adversarial-last":
-                d = res.diff("adversarial", name, "train_ce")
-                lines.append(f"extra arm {name}: {text}; vs one critic per stage: train CE "
-                             f"{d.text('+.4f') if d is not None else '—'}")
-            else:
-                lines.append(f"{name}: {text}")
-        return lines
+    def claims(self, budget: Budget, unit: Unit) -> list[Claim]:
+        """On converged cells (the article's claims are about converged floors): primary, the
+        light net underfits (its clean train CE lies above the teacher's), and KD and
+        adversarial distillation each lower the light net's train CE and raise its test
+        top-1. Every other method is measured the same way as an exploratory claim (the
+        article claims nothing of it), as is the extra one-critic arm."""
+        conv = {"unit": unit, "needs_converged": True}
+
+        def lifts(name: str, label: str, primary: bool) -> AllOf:
+            return AllOf((Difference(name, "light", "train_ce", "<", **conv),
+                          Difference(name, "light", "test_top1", ">", **conv)),
+                         primary=primary, label=f"{label} lowers the light net's train CE and "
+                                                "raises its test top-1")
+
+        out: list[Claim] = [Difference("light", "teacher", "train_ce", ">", **conv,
+                                       label="the light net's train CE lies above the "
+                                             "teacher's (it underfits)")]
+        for name, label, _ in [*_methods(budget.epochs), *_extra()]:
+            out.append(lifts(name, label, name in CLAIMED))
+        return out
+
+    def notes(self, res) -> list[str]:
+        counts = res.arm("light").verdicts
+        if not counts:
+            return []
+        return ["light alone, diagnose vs the teacher: "
+                + ", ".join(f"{k} ×{v}" for k, v in counts.most_common())]
 
     def plots(self, res) -> dict[str, Any]:
         from lightship.report.html import _figure
@@ -214,10 +209,3 @@ class Transfer(Study):
                      "(green: the claimed direction, red: the opposite, grey: CI includes 0)",
                      fontsize=9)
         return {"transfer.png": fig}
-
-
-def _moves(sign: int, good: str, bad: str) -> str:
-    """Words for a paired interval: which way it excludes 0, or that it does not."""
-    if sign == 0:
-        return "CI includes 0"
-    return f"{good if (sign < 0) == (good == 'lower') else bad}, CI excludes 0"
