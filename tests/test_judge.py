@@ -24,7 +24,6 @@ from lightship.judge import (
     corrected_se,
     holm,
     judge,
-    leaves,
 )
 
 BASE = [90.0, 85.0, 93.0, 88.0, 91.0]  # seed-to-seed spread the pairing removes
