@@ -536,6 +536,8 @@ def test_report_accepts_a_study_folder(uninterrupted, capsys):
     assert "refreshed" in out and "report.html" in out
     html = (uninterrupted / "report.html").read_text()
     assert html.count("s0-f0") >= 3  # one paired cell per arm
+    assert "<h2 id='scoreboard'>Scoreboard</h2>" in html  # the claims lead (studies/page.py)
+    assert html.index("id='scoreboard'") < html.index("id='curves'") < html.index("s0-f0")
     after = json.loads((uninterrupted / "study.json").read_text())
     assert _stable(after) == _stable(before)
     md = (uninterrupted / "study.md").read_text()

@@ -16,7 +16,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     runs = [user_path(r) for r in args.runs]
     from lightship.studies.cli import is_study, report_study
 
-    if len(runs) == 1 and is_study(runs[0]):  # a study folder: its analysis and one cell per arm
+    if len(runs) == 1 and is_study(runs[0]):  # a study folder: its analysis and its page
         if args.reference or args.tensorboard or args.tensorboard_dir:
             raise UserError("--reference and --tensorboard take run folders, not a study "
                             "folder; give the study's cell folders (STUDY/cells/ARM/CELL)")
@@ -67,7 +67,8 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
                        "verdicts, comparison table")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="run folders, or one study folder (lightship study): refreshes its "
-                   "study.md/study.json and reports one paired cell per arm")
+                   "study.md/study.json and writes its page: the claims' scoreboard and "
+                   "forest plot, curves per arm, one paired cell per arm")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="HTML file to write (default RUN_DIR/report.html for one run, "
                    "report.html for several)")

@@ -400,9 +400,46 @@ th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:to
 th{background:#f6f8fa}tbody tr:nth-child(even){background:#fafbfc}
 .badge{color:#fff;border-radius:10px;padding:1px 9px;font-size:.85em;white-space:nowrap}
 .verdict{border:1px solid #d0d7de;border-radius:6px;padding:8px 14px;margin:10px 0}
-.verdict h3{margin:4px 0}.suggest{background:#fff8c5;padding:4px 8px;border-radius:4px}
+.verdict h3,.verdict h4{margin:4px 0}.suggest{background:#fff8c5;padding:4px 8px;border-radius:4px}
 img{max-width:100%;display:block;margin:8px 0}
 """
+
+
+def run_sections(runs: Sequence[RunData], reference: RunData | None = None,
+                 level: int = 2) -> list[str]:
+    """The report's sections of ``runs`` as HTML fragments: comparison table, verdicts, floors
+    against ``reference``, curves, loss terms, LR. ``level`` is their heading level (the study
+    page nests them under its own)."""
+    h, sub = f"h{level}", f"h{level + 1}"
+    parts = [f"<{h}>Comparison</{h}>" + _table(comparison_rows(runs), "compare"),
+             "<p class='meta'>top-1 on the test split; final train loss is the last "
+             "epoch's mean objective, with its CE part for knowledge-transfer runs (the "
+             "verdict and the floor use that CE part); train time sums the epochs' "
+             "training time (evaluation excluded).</p>", f"<{h}>Verdicts</{h}>"]
+    for run in runs:
+        v = run.verdict
+        items = "".join(f"<li>{html.escape(r)}</li>" for r in v.reasons)
+        suggestion = (f"<p class='suggest'><b>suggestion:</b> {html.escape(v.suggestion)}</p>"
+                      if v.suggestion else "")
+        parts.append(f"<div class='verdict'><{sub}>{html.escape(run.name)} {_badge(v.label)}"
+                     f"</{sub}><ul>{items}</ul>{suggestion}</div>")
+    if reference is not None:
+        parts.append(f"<{h}>Floors: student vs reference</{h}>"
+                     + _table(floor_rows(runs, reference), "floors")
+                     + "<p class='meta'>level = the lowest train loss, or the floor when the "
+                     "curve fits agree (what the underfitting test compares with the "
+                     "reference's best train loss).</p>"
+                     + f"<img alt='floors' src='{plot_floors(runs, reference)}'>")
+    parts.append(f"<{h}>Loss and accuracy</{h}>"
+                 f"<img alt='loss and accuracy curves' src='{plot_curves(runs)}'>")
+    parts.append(f"<{h}>Loss terms</{h}>"
+                 f"<p class='meta'>panels: {html.escape(', '.join(term_names(runs)))}. Raw "
+                 "per-step values (faint) and their per-epoch mean; a run with one objective "
+                 "(supervised CE) logs only the total.</p>"
+                 f"<img alt='loss terms' src='{plot_terms(runs)}'>")
+    parts.append(f"<{h}>Learning rate and gradient norm</{h}>"
+                 f"<img alt='learning rate schedule' src='{plot_schedule(runs)}'>")
+    return parts
 
 
 def render_html(runs: Sequence[RunData], reference: RunData | None = None,
@@ -417,37 +454,20 @@ def render_html(runs: Sequence[RunData], reference: RunData | None = None,
              + ", ".join(f"<code>{html.escape(str(r.root))}</code>" for r in runs)
              + (f"; reference <code>{html.escape(str(reference.root))}</code>"
                 if reference else "") + "</p>"]
-    parts.append("<h2>Comparison</h2>" + _table(comparison_rows(runs), "compare"))
-    parts.append("<p class='meta'>top-1 on the test split; final train loss is the last "
-                 "epoch's mean objective, with its CE part for knowledge-transfer runs (the "
-                 "verdict and the floor use that CE part); train time sums the epochs' "
-                 "training time (evaluation excluded).</p>")
-    parts.append("<h2>Verdicts</h2>")
-    for run in runs:
-        v = run.verdict
-        items = "".join(f"<li>{html.escape(r)}</li>" for r in v.reasons)
-        suggestion = (f"<p class='suggest'><b>suggestion:</b> {html.escape(v.suggestion)}</p>"
-                      if v.suggestion else "")
-        parts.append(f"<div class='verdict'><h3>{html.escape(run.name)} {_badge(v.label)}</h3>"
-                     f"<ul>{items}</ul>{suggestion}</div>")
-    if reference is not None:
-        parts.append("<h2>Floors: student vs reference</h2>"
-                     + _table(floor_rows(runs, reference), "floors")
-                     + "<p class='meta'>level = the lowest train loss, or the floor when the "
-                     "curve fits agree (what the underfitting test compares with the "
-                     "reference's best train loss).</p>"
-                     + f"<img alt='floors' src='{plot_floors(runs, reference)}'>")
-    parts.append("<h2>Loss and accuracy</h2>"
-                 f"<img alt='loss and accuracy curves' src='{plot_curves(runs)}'>")
-    parts.append("<h2>Loss terms</h2>"
-                 f"<p class='meta'>panels: {html.escape(', '.join(term_names(runs)))}. Raw "
-                 "per-step values (faint) and their per-epoch mean; a run with one objective "
-                 "(supervised CE) logs only the total.</p>"
-                 f"<img alt='loss terms' src='{plot_terms(runs)}'>")
-    parts.append("<h2>Learning rate and gradient norm</h2>"
-                 f"<img alt='learning rate schedule' src='{plot_schedule(runs)}'>")
+    parts += run_sections(runs, reference)
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def distinct_names(runs: Sequence[RunData]) -> None:
+    """Two folders named alike (runs/a/t, runs/b/t, a study's cells/ARM/s0-f0): show their
+    parents too."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.name] = counts.get(run.name, 0) + 1
+    for run in runs:
+        if counts[run.name] > 1:
+            run.name = f"{run.root.parent.name}/{run.root.name}"
 
 
 def _check_output(output: Path) -> None:
@@ -470,12 +490,7 @@ def write_report(run_dirs: Sequence[str | Path], output: str | Path,
     runs = [load_run(d, reference=ref.records if ref else None) for d in run_dirs]
     output = Path(output)
     _check_output(output)  # before the (slower) plotting
-    counts: dict[str, int] = {}
-    for run in runs:
-        counts[run.name] = counts.get(run.name, 0) + 1
-    for run in runs:  # two folders named alike (runs/a/t, runs/b/t): show their parents too
-        if counts[run.name] > 1:
-            run.name = f"{run.root.parent.name}/{run.root.name}"
+    distinct_names(runs)
     page = render_html(runs, ref)
     try:
         atomic_write_text(output, page)

@@ -129,10 +129,11 @@ def plan_of(folder: Path) -> Plan:
 
 
 def report_study(folder: Path, output: Path | None = None) -> list[str]:
-    """Re-analyse a study folder from its cells (finished or not) and write report.html with
-    one paired cell per arm; return the lines to print."""
-    from lightship.report.html import write_report
+    """Re-analyse a study folder from its cells (finished or not) and write report.html (the
+    claims' scoreboard and forest plot, curves per arm, one cell per arm: studies/page.py);
+    return the lines to print."""
     from lightship.studies.analysis import load_records, write_outputs
+    from lightship.studies.page import write_study_page
 
     plan = plan_of(folder)
     records = load_records(plan)
@@ -144,15 +145,5 @@ def report_study(folder: Path, output: Path | None = None) -> list[str]:
                                  "sessions")
             if k in prev}
     res = write_outputs(plan, records, wall)
-    lines = [f"refreshed {folder / 'study.md'} and study.json ({res.n_done}/{res.n_total} "
-             "cells)"]
-    first = {}
-    for c in sorted(plan.cells, key=lambda c: (c.seed, c.fold or 0)):
-        if c.rel in records and records[c.rel].get("status") == "finished":
-            first.setdefault(c.arm, folder / c.rel)
-    if first:
-        key = next(iter(first.values())).name
-        runs = [p for p in first.values() if p.name == key]
-        path = write_report(runs, output or folder / "report.html")
-        lines.append(f"wrote {path} ({len(runs)} arms at cell {key})")
-    return lines
+    return [f"refreshed {folder / 'study.md'} and study.json ({res.n_done}/{res.n_total} "
+            "cells)", f"wrote {write_study_page(folder, output)}"]
