@@ -423,11 +423,16 @@ def _leaf(claim: Difference | Equivalence, cells: Sequence[Mapping]) -> Decision
     conv = _converged(cells, claim.arms, claim.metrics)
     pairs = _paired_cells(cells, claim.a, claim.b, claim.metric)
     n = len({s for s, _ in pairs}) if claim.unit == "seed" else len(pairs)
+    early = None
     if claim.needs_converged and conv[0] < conv[1]:
-        return Decision(claim, NOT_SETTLED, f"under-trained ({conv[1] - conv[0]} of {conv[1]} "
-                        "cells)", n=n, converged=conv)
-    if n < MIN_UNITS:
-        return Decision(claim, NOT_SETTLED, "n", n=n, converged=conv)
+        early = f"under-trained ({conv[1] - conv[0]} of {conv[1]} cells)"
+    elif n < MIN_UNITS:
+        early = "n"
+    if early is not None:  # not tested; the numbers are shown, never decided on
+        est = estimate(cells, claim.a, claim.b, claim.metric, claim.unit) if pairs else None
+        return Decision(claim, NOT_SETTLED, early, n=n, converged=conv,
+                        estimate=None if est is None else est.estimate,
+                        interval=None if est is None else est.interval)
     t = _test(claim, pairs)
     d = [x - y for x, y in zip(t.a, t.b, strict=True)]
     scale = max(max(abs(v) for v in t.a + t.b), 1e-300)

@@ -105,6 +105,11 @@ def test_under_trained_cells_settle_nothing():
     assert (dec.outcome, dec.reason) == (NOT_SETTLED, "under-trained (4 of 10 cells)")
     assert dec.converged == (6, 10) and dec.n == 5
     assert "not settled: under-trained (4 of 10 cells)" in dec.text()
+    # its numbers are shown (the same as a decided claim's), but it is not tested: no p, no
+    # place in the Holm family
+    decided = one(Difference("A", "B", "acc"), cells)
+    assert dec.estimate == decided.estimate and dec.interval == decided.interval
+    assert dec.p is None and dec.p_adjusted is None
     # a missing flag is not a converged cell; a claim that does not ask still decides
     assert one(Difference("A", "B", "acc", needs_converged=True), pair(UP)).reason.startswith(
         "under-trained (10 of 10")

@@ -113,7 +113,10 @@ def test_scoreboard_rows_say_each_verdict_primary_first(study_json):
     assert by["twin matches plain"]["metric"] == "test top-1 (points) (margin ±0.5)"
     assert by["better beats plain"]["unit, n"] == "seed, n=5"
     assert by["short beats plain"]["converged"] == "5/10"
-    assert by["short beats plain"]["estimate [95 % CI]"] == "—"
+    # under-trained: the numbers are shown, the claim is not decided on them
+    assert re.fullmatch(r"\+\d\.\d{3} \[\+[\d.]+, \+[\d.]+\]",
+                        by["short beats plain"]["estimate [95 % CI]"])
+    assert by["short beats plain"]["p_adj"] == "—"
     assert by["shifted beats plain"]["estimate [95 % CI]"] == "+1 (no interval)"
     assert by["CE falls along the stack"]["estimate [95 % CI]"] == "— (see parts)"
     assert float(by["worse beats plain"]["p_adj"]) < 0.05
