@@ -26,10 +26,11 @@ def _previous_sessions(out: Path) -> list[dict[str, Any]]:
 
 def run_study(name: str, *, budget: str = "default", seeds: int | None = None,
               folds: int | None = None, jobs: int = 1, out: str | Path | None = None,
-              data: str = "mnist5k", progress: bool | None = None, quiet: bool = False,
+              data: str | None = None, progress: bool | None = None, quiet: bool = False,
               command: str | None = None, arms: list[str] | None = None,
               epochs: int | None = None, precision: str = "auto"):
-    """Run (or continue) a study and write its outputs; return the analysis. ``precision``:
+    """Run (or continue) a study and write its outputs; return the analysis. ``data``: the
+    dataset (None: the budget's own, e.g. sklearn digits or MNIST-5k). ``precision``:
     what ``train.precision: auto`` becomes in the cells (default: this machine's choice, pinned
     in plan.json; a study is not continued in another precision)."""
     from lightship.studies.analysis import session_facts, write_outputs
@@ -39,7 +40,7 @@ def run_study(name: str, *, budget: str = "default", seeds: int | None = None,
     cmd = command or (f"lightship study {name} --budget {budget}"
                       + (f" --seeds {seeds}" if seeds is not None else "")
                       + (f" --folds {folds}" if folds is not None else "")
-                      + (f" --data {data}" if data != "mnist5k" else "")
+                      + (f" --data {data}" if data is not None else "")
                       + (f" --precision {precision}" if precision != "auto" else "")
                       + f" --jobs {jobs} --out {out}")
     plan = make_plan(study, budget, seeds=seeds, folds=folds, data=data, out=out, command=cmd,
@@ -61,7 +62,10 @@ def cmd_study(args: argparse.Namespace) -> int:
             for b in BUDGETS:
                 bud = study.budgets[b]
                 split = f"{bud.folds} folds" if bud.folds else "own test split"
-                print(f"  {b}: {bud.epochs} epochs, {bud.seeds} seed(s), {split}; {bud.note}")
+                data = f" of {bud.data}" if b != "full" else ""
+                print(f"  {b}: {bud.epochs} epochs{data}, {bud.seeds} seed(s), {split}"
+                      + (f"; measured: {bud.measured}" if bud.measured else "")
+                      + f"; {bud.note}")
         return 0
     try:
         res = run_study(args.name, budget=args.budget, seeds=args.seeds, folds=args.folds,
@@ -81,13 +85,24 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_budgets_text() -> str:
+    """Per study: what its default budget measured (wall time, converged cells)."""
+    lines = ["default budgets, measured on a quiet 2-core CPU with --jobs 2:"]
+    for name, cls in STUDIES.items():
+        bud = cls().budgets["default"]
+        lines.append(f"  {name}: {bud.measured or 'not measured yet'}")
+    return "\n".join(lines)
+
+
 def add_study_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run a seed paper's claim as a grid of arms × seeds × "
-                       "folds with paired statistics (lightship study list)")
+                       "folds with paired statistics (lightship study list)",
+                       epilog=default_budgets_text(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME", help=f"{', '.join(STUDIES)}, or list")
     p.add_argument("--budget", default="default", help="quick (≤ 3 min, checks the "
-                   "machinery), default (≤ 30 min on 2 CPU cores), full (the paper's setting, "
-                   "GPU and CIFAR)")
+                   "machinery), default (sized to converge in ≤ 60 min on 2 quiet CPU cores "
+                   "with --jobs 2: see below), full (the paper's setting, GPU and CIFAR)")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the budget's)")
     p.add_argument("--folds", type=int, help="stratified K-fold over all images of a built-in "
                    "dataset (default: the budget's)")
@@ -95,8 +110,8 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
                    "each with cores/jobs torch threads (default 1)")
     p.add_argument("--out", help="study folder (default runs/studies/NAME); re-running "
                    "continues it")
-    p.add_argument("--data", default="mnist5k", help="dataset (default mnist5k); a CIFAR "
-                   "folder for the full budget")
+    p.add_argument("--data", help="dataset (default: the budget's, as `lightship study "
+                   "list` shows); a CIFAR folder for the full budget")
     p.add_argument("--arms", metavar="A,B", help="train only these arms (a targeted extra "
                    "run, e.g. more seeds for one comparison, or a study's extra arms, which "
                    "run only when named); default all")

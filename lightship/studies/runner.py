@@ -128,7 +128,7 @@ def read_plan(out: Path) -> dict[str, Any] | None:
 
 
 def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int | None,
-              data: str, out: Path, command: str, arms: list[str] | None = None,
+              data: str | None, out: Path, command: str, arms: list[str] | None = None,
               epochs: int | None = None, precision: str = "auto") -> Plan:
     """Check the options and build the grid (of the ``arms`` named, default all; ``epochs``
     replaces the budget's, and what the study scales with it; ``precision`` what
@@ -140,6 +140,7 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
         raise UserError(f"unknown budget '{budget_name}'{closest(budget_name, BUDGETS)}; "
                         f"budgets: {', '.join(BUDGETS)}")
     budget = study.budgets[budget_name]
+    data = data if data is not None else budget.data
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs {epochs} must be at least 1")
     if epochs is not None and epochs != budget.epochs:  # plan.json stores the epochs it ran
