@@ -590,3 +590,26 @@ def test_a_cell_whose_needed_cell_failed_is_reported_not_run():
     assert _ready(cell, failed) is None
     rec = _blocked(cell, failed)
     assert rec["status"] == "failed" and "cells/teacher/s0-f0" in rec["error"]
+
+
+def test_confirm_trains_the_twins_and_lets_them_decide(tmp_path):
+    """--confirm: each cell a claim on trained nets reads, unless its verdict says converged,
+    gets its ×2-schedule twin under twins/; the analysis then takes convergence from the twin
+    (drop of the clean train CE ≤ max(0.01, 10 %)), and a report re-reads it."""
+    out = tmp_path / "s"
+    code = main(["study", "underfit", "--budget", "quick", "--data", DATA, "--out", str(out),
+                 "--arms", "resnet8-x0.125,resnet8-x1", "--confirm", "--no-progress"])
+    assert code == 0
+    got = json.loads((out / "study.json").read_text())
+    for c in got["cells"]:
+        twin = out / "twins" / c["arm"] / Path(c["run"]).name
+        if c["converged_by"] == "×2 twin":
+            t = json.loads((twin / "cell.json").read_text())
+            assert t["epochs"] == 2 * c["epochs"] and c["twin_ce"] == t["train_ce"]
+            assert c["converged"] == (c["train_ce"] - t["train_ce"]
+                                      <= max(0.01, 0.1 * c["train_ce"]))
+        else:  # only a cell the verdict already calls converged goes without a twin
+            assert c["converged"] is True and not twin.exists()
+    assert any(c["converged_by"] == "×2 twin" for c in got["cells"])
+    # the twins are not cells: the plan, the arms and the cell count are the study's own
+    assert got["cells_total"] == 4 and set(got["arms"]) == {"resnet8-x0.125", "resnet8-x1"}

@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from lightship.diagnose.twin import twin_tolerance
 from lightship.judge import Decision, estimate, judge, unit_for, with_unit
 from lightship.runs import parse_records, write_json
 from lightship.studies.base import Arm, Comparison
 from lightship.studies.cells import cell_converged
-from lightship.studies.runner import Cell, Plan
+from lightship.studies.runner import Cell, Plan, twin_rel
 from lightship.studies.stats import MeanStd, Paired, mean_std
 from lightship.train.precision import cpu_kind
 
@@ -102,8 +103,8 @@ class Analysis:
             for c in a.cells:
                 if c.get("train_top1") is not None and c.get("test_top1") is not None:
                     c["gap_top1"] = c["train_top1"] - c["test_top1"]
-                if convergence:  # the current convergence test on the run folder
-                    c["converged"] = cell_converged(plan.out / c["run"])
+                if convergence:
+                    self._convergence(c)
         plan.study.annotate(self)
         self.comparisons = [(c, self.diff(c.a, c.b, c.metric))
                             for c in plan.study.comparisons(plan.budget)
@@ -120,6 +121,20 @@ class Analysis:
 
     def mean(self, name: str, key: str) -> float | None:
         return self.arm(name).stat(key).mean
+
+    def _convergence(self, c: dict) -> None:
+        """The cell's ``converged`` flag by today's convergence test: its ×2 twin's clean train
+        CE when the twin was trained (``--confirm``): not converged when the twin lowered it by
+        more than max(0.01, 10 %); else the verdict of its run folder."""
+        twin = self.plan.out / twin_rel(c["run"]) / "cell.json"
+        rec = json.loads(twin.read_text()) if twin.exists() else {}
+        if rec.get("status") == "finished" and c.get("train_ce") is not None:
+            c["twin_ce"] = rec["train_ce"]
+            c["converged"] = c["train_ce"] - rec["train_ce"] <= twin_tolerance(c["train_ce"])
+            c["converged_by"] = "×2 twin"
+        else:
+            c["converged"] = cell_converged(self.plan.out / c["run"])
+            c["converged_by"] = "verdict"
 
     @property
     def cells(self) -> list[dict]:

@@ -39,6 +39,10 @@ class Budget:
     cost more than the training)."""
     data: str = "mnist5k"
     """The built-in dataset the budget is sized on (``--data`` replaces it)."""
+    confirm: bool = False
+    """Train the ×2-schedule twins of cells the verdict does not call converged (``--confirm``):
+    for claims about loss floors, which the verdict's headroom rule cannot confirm above ~0.016
+    clean train CE."""
     measured: str | None = None
     """What a quiet run of this budget measured: wall time with ``--jobs 2`` on 2 cores and
     how many of its cells converged (``lightship study list`` and ``--help`` print it)."""

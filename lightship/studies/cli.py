@@ -7,13 +7,14 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from lightship import interrupt
 from lightship.errors import UserError
 from lightship.studies import BUDGETS, STUDIES, get_study
-from lightship.studies.runner import Plan, command_line, execute, make_plan, read_plan
+from lightship.studies.runner import Plan, command_line, execute, make_plan, read_plan, twin_cells
 from lightship.train.precision import PRECISIONS
 
 
@@ -28,9 +29,12 @@ def run_study(name: str, *, budget: str = "default", seeds: int | None = None,
               folds: int | None = None, jobs: int = 1, out: str | Path | None = None,
               data: str | None = None, progress: bool | None = None, quiet: bool = False,
               command: str | None = None, arms: list[str] | None = None,
-              epochs: int | None = None, precision: str = "auto"):
+              epochs: int | None = None, precision: str = "auto",
+              confirm: bool | None = None):
     """Run (or continue) a study and write its outputs; return the analysis. ``data``: the
-    dataset (None: the budget's own, e.g. sklearn digits or MNIST-5k). ``precision``:
+    dataset (None: the budget's own, e.g. sklearn digits or MNIST-5k). ``confirm``: train the
+    ×2-schedule twin of every cell a claim on trained nets reads whose verdict does not say
+    converged, and judge its convergence by the twin (None: the budget's choice). ``precision``:
     what ``train.precision: auto`` becomes in the cells (default: this machine's choice, pinned
     in plan.json; a study is not continued in another precision)."""
     from lightship.studies.analysis import session_facts, write_outputs
@@ -47,11 +51,24 @@ def run_study(name: str, *, budget: str = "default", seeds: int | None = None,
                      arms=arms, epochs=epochs, precision=precision)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     records = execute(plan, jobs=jobs, progress=progress, quiet=quiet)
+    if plan.budget.confirm if confirm is None else confirm:
+        twins = twin_cells(plan, records, converged_arms(plan))
+        if twins:
+            execute(replace(plan, cells=twins), jobs=jobs, progress=progress, quiet=quiet)
     facts = session_facts(t0, load0, jobs)
     facts["sessions"] = [*_previous_sessions(out), {k: facts[k] for k in
                                                      ("wall_time_s", "load", "jobs", "cpu",
                                                       "created")}]
     return write_outputs(plan, records, facts)
+
+
+def converged_arms(plan: Plan) -> set[str]:
+    """The arms read by the study's claims that need converged cells."""
+    from lightship.judge import leaves, unit_for
+
+    unit = unit_for(len(plan.seeds), plan.folds)
+    return {arm for claim in plan.study.claims(plan.budget, unit) for leaf in leaves(claim)
+            if leaf.needs_converged for arm in leaf.arms}
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -72,7 +89,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                         jobs=args.jobs, out=args.out, data=args.data,
                         progress=False if args.no_progress else None, command=command_line(),
                         arms=[a for a in (args.arms or "").split(",") if a] or None,
-                        epochs=args.epochs, precision=args.precision)
+                        epochs=args.epochs, precision=args.precision, confirm=args.confirm)
     except KeyboardInterrupt:
         print(f"lightship: {interrupt.stopped()}; run the same command again to continue the "
               "study (finished cells are kept, the interrupted one resumes)", file=sys.stderr)
@@ -121,6 +138,10 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
                    "train.precision auto becomes (default: this machine's choice, bf16 on CPUs "
                    "with native bf16, else fp32); pinned in plan.json, and a study is not "
                    "continued in another precision")
+    p.add_argument("--confirm", action=argparse.BooleanOptionalAction, default=None,
+                   help="train the ×2-schedule twin of each cell whose claims need trained nets "
+                   "and whose verdict does not say converged, and let the twin decide (the "
+                   "convergence test that trains; default: the budget's choice)")
     p.add_argument("--no-progress", action="store_true", help="one line per cell instead of "
                    "a bar")
     p.set_defaults(func=cmd_study)

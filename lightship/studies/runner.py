@@ -211,6 +211,38 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                 (saved or {}).get("cpu") or cpu_kind())
 
 
+TWINS = "twins"
+"""Subfolder of a study folder holding the ×2-schedule twins of its cells (``--confirm``)."""
+
+
+def twin_rel(cell_rel: str) -> str:
+    """Where the twin of the cell at ``cells/ARM/NAME`` lives: ``twins/ARM/NAME``."""
+    _, arm, name = cell_rel.split("/")
+    return f"{TWINS}/{arm}/{name}"
+
+
+def twin_cells(plan: Plan, records: dict[str, dict], arms: set[str]) -> list[Cell]:
+    """The ×2-schedule twins (:func:`lightship.diagnose.twin_recipe`: every length in epochs
+    doubled, all else kept, the same teacher or source cell) of the finished cells of ``arms``
+    whose convergence the verdict does not confirm: the convergence test that trains, for the
+    cells a claim on trained nets reads."""
+    from lightship.diagnose.twin import twin_recipe
+    from lightship.studies.cells import cell_converged
+
+    out = []
+    for c in plan.cells:
+        rec = records.get(c.rel)
+        if c.arm not in arms or rec is None or rec.get("status") != "finished":
+            continue
+        if cell_converged(plan.out / c.rel) is True:
+            continue
+        rel = twin_rel(c.rel)
+        twin = twin_recipe(c.recipe, 2, cell_name(c.seed, c.fold))
+        twin.run.dir = str(plan.out / rel.rsplit("/", 1)[0])
+        out.append(Cell(c.arm, c.seed, c.fold, rel, twin, 2 * c.units))
+    return out
+
+
 def _pin_precision(cells: list[Cell], precision: str) -> str:
     """What ``train.precision: auto`` becomes in this study: ``precision`` when it names one,
     else this machine's choice for the cells' device; written into every cell that says auto."""
