@@ -35,11 +35,16 @@ class Underfit(Study):
             "resnet8 ×0.125/×0.5/×1, 3 epochs on 10 % of each fold's training digits: checks "
             "the machinery only"), options={"widths": (0.125, 0.5, 1.0), "fraction": 0.1},
             final_eval_only=True),
-        "default": Budget("default", epochs=15, seeds=1, folds=3, note=(
+        # Sized in session 2026-12-02 on digits (1 seed × 3 folds): at 40 epochs ×0.5–×2
+        # memorise (clean train CE ≤ 0.01, converged), at 80 ×0.25 too, while ×0.125 still fell
+        # from 0.12 to 0.06 (the twins tell whether 120 epochs reach its floor).
+        "default": Budget("default", epochs=120, seeds=3, folds=3, data="digits", note=(
             "resnet8 at widths ×0.125, ×0.25, ×0.5, ×1 and ×2 (the heavy end and the "
             "diagnose reference), the default recipe (SGD 0.1, wd 1e-4, ÷10 at 50/75 %), "
-            "batch 64, 15 epochs of 3,333 digits (3-fold)"),
-            options={"widths": (0.125, 0.25, 0.5, 1.0, 2.0), "fraction": 1.0}),
+            "batch 64, 120 epochs of ≈ 1,200 sklearn digits (8×8, 3-fold; ≈ 2,200 steps); "
+            "3 seeds; cells the verdict does not call converged are confirmed by their "
+            "×2-schedule twins"),
+            options={"widths": (0.125, 0.25, 0.5, 1.0, 2.0), "fraction": 1.0}, confirm=True),
         "full": Budget("full", epochs=164, seeds=3, folds=None, note=(
             "CIFAR-10, resnet8 ×0.125 … ×4, 164 epochs of the 2016 ResNet recipe; give --data "
             "PATH/cifar-10-batches-py and a GPU"),
