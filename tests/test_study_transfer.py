@@ -29,7 +29,7 @@ def test_arms_hold_the_authors_settings(tmp_path):
     assert (m["hint"].hint_weight, m["hint"].hint_reduction) == (0.01, "sum")
     assert (m["at"].name, m["at"].at_beta, m["at"].at_pairs) == ("at", 1000.0, None)
     d = m["dkd"]
-    assert (d.dkd_alpha, d.dkd_beta, d.T, d.dkd_warmup) == (1.0, 2.0, 4.0, 1)  # 20/240 of 12
+    assert (d.dkd_alpha, d.dkd_beta, d.T, d.dkd_warmup) == (1.0, 2.0, 4.0, 8)  # 20/240 of 100
     assert (m["dml"].peers, m["dml"].dml_T, m["dml"].peer_model) == (1, 1.0, None)
     a = m["adversarial"]
     # the GAN-KD log's Namespace: lrD 5e-4, clamp ±0.03, a cosine term; weight 0.1 lightship's
@@ -51,7 +51,7 @@ def test_arms_hold_the_authors_settings(tmp_path):
             assert (rec.model.name, rec.model.width) == ("resnet8", 0.25)
         assert rec.model_dump(exclude={"method", "model", "run"}) == \
             r["light"].model_dump(exclude={"method", "model", "run"})
-        assert (rec.train.epochs, rec.train.batch_size, rec.optim.lr) == (12, 64, 0.1)
+        assert (rec.train.epochs, rec.train.batch_size, rec.optim.lr) == (100, 64, 0.1)
     assert _recipes(_plan(tmp_path, epochs=48))["dkd"].method.dkd_warmup == 4
 
 
@@ -59,7 +59,7 @@ def test_students_wait_for_the_teacher_cell_of_their_seed_and_fold(tmp_path):
     plan = _plan(tmp_path)
     study = get_study("transfer")
     assert study.reference_arm(plan.budget) == "teacher"
-    assert len(plan.cells) == 10 * 2 * 2
+    assert len(plan.cells) == 10 * 3 * 2
     for c in plan.cells:
         teacher = f"cells/teacher/s{c.seed}-f{c.fold}"
         if c.arm in ("teacher", "light", "dml"):
