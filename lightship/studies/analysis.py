@@ -246,6 +246,13 @@ def _verdict_text(counts: Counter) -> str:
     return ", ".join(f"{k} ×{v}" if v > 1 else k for k, v in counts.most_common()) or "—"
 
 
+def _converged_text(cells: list[dict]) -> str:
+    """Converged cells of an arm by the convergence test (and how many a ×2 twin decided)."""
+    n = sum(c.get("converged") is True for c in cells)
+    twins = sum(c.get("converged_by") == "×2 twin" for c in cells)
+    return f"{n}/{len(cells)}" + (f" ({twins} decided by ×2 twin)" if twins else "")
+
+
 def arm_rows(res: Analysis) -> list[dict[str, str]]:
     rows = []
     for a in res.arms.values():
@@ -258,6 +265,7 @@ def arm_rows(res: Analysis) -> list[dict[str, str]]:
             "train top-1 (%)": a.stat("train_top1").text(),
             "final train loss": a.stat("train_loss").text(".4f"),
             "verdict": _verdict_text(a.verdicts),
+            "converged": _converged_text(a.cells),
             "cells": f"{len(a.cells)}/{a.planned}" + (f" ({len(a.failed)} failed)"
                                                       if a.failed else ""),
             "s/cell": a.stat("wall_time_s").text(".0f").split(" ")[0],
