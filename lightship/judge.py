@@ -315,19 +315,25 @@ def corrected_se(d: Sequence[float], k: int) -> float:
     return math.sqrt(statistics.variance(d) * (1 / len(d) + 1 / (k - 1)))
 
 
-def _test(claim: Difference | Equivalence, pairs: Mapping[tuple, tuple[float, float]]) -> _Test:
+def _k(pairs: Mapping[tuple, tuple[float, float]], folds: int | None) -> int:
+    """K of the K-fold split: the plan's when known (a partial study has not paired every
+    fold yet), else the number of folds the pairs cover."""
+    return folds if folds is not None else len({f for _, f in pairs})
+
+
+def _test(claim: Difference | Equivalence, pairs: Mapping[tuple, tuple[float, float]],
+          folds: int | None = None) -> _Test:
     if claim.unit == "seed":
         a, b = seed_units(pairs)
         d = [x - y for x, y in zip(a, b, strict=True)]
         return _Test(tuple(a), tuple(b), statistics.fmean(d),
                      statistics.stdev(d) / math.sqrt(len(d)), len(d) - 1)
     keys = sorted(pairs, key=lambda k: (k[0] is None, k[0], k[1]))
-    folds = {f for _, f in keys}
-    if None in folds:
+    if any(f is None for _, f in keys):
         raise ValueError(f"{claim.text()}: unit 'fold' needs K-fold cells (fold is None)")
     d = [pairs[k][0] - pairs[k][1] for k in keys]
     return _Test(tuple(pairs[k][0] for k in keys), tuple(pairs[k][1] for k in keys),
-                 statistics.fmean(d), corrected_se(d, len(folds)), len(d) - 1)
+                 statistics.fmean(d), corrected_se(d, _k(pairs, folds)), len(d) - 1)
 
 
 def _interval(t: _Test, level: float = 0.95) -> tuple[float, float]:
@@ -370,21 +376,21 @@ class Estimate:
     """The plain 95 % interval; None with fewer than 2 units."""
 
 
-def estimate(cells: Sequence[Mapping], a: str, b: str, metric: str, unit: Unit = "seed"
-             ) -> Estimate | None:
+def estimate(cells: Sequence[Mapping], a: str, b: str, metric: str, unit: Unit = "seed",
+             folds: int | None = None) -> Estimate | None:
     """A − B on ``metric`` over the units both arms finished, as a claim on that unit would
-    compute it (seed means, or the corrected fold interval); None when no unit is shared."""
+    compute it (seed means, or the corrected fold interval with K = ``folds``, default the
+    folds the pairs cover); None when no unit is shared."""
     pairs = _paired_cells(cells, a, b, metric)
     if not pairs:
         return None
-    if unit == "fold" and any(f is None for _, f in pairs):
-        unit = "seed"  # no folds: every seed is one unit
+    if unit == "fold" and (any(f is None for _, f in pairs) or _k(pairs, folds) < 2):
+        unit = "seed"  # no K-fold split to correct for: every seed is one unit
     probe = Difference(a, b, metric, unit=unit)
     n = len({s for s, _ in pairs}) if unit == "seed" else len(pairs)
-    if n < 2:
-        x, y = next(iter(pairs.values()))
-        return Estimate(x - y, None, n, None)
-    t = _test(probe, pairs)
+    if n < 2:  # one unit: its mean difference (a seed's folds averaged), no interval
+        return Estimate(statistics.fmean(x - y for x, y in pairs.values()), None, n, None)
+    t = _test(probe, pairs, folds)
     d = [x - y for x, y in zip(t.a, t.b, strict=True)]
     return Estimate(t.estimate, statistics.stdev(d), n, _interval(t))
 
@@ -417,23 +423,27 @@ def _converged(cells: Sequence[Mapping], arms: Iterable[str], metrics: Iterable[
     return sum(c.get("converged") is True for c in used), len(used)
 
 
-def _leaf(claim: Difference | Equivalence, cells: Sequence[Mapping]) -> Decision:
+def _leaf(claim: Difference | Equivalence, cells: Sequence[Mapping],
+          folds: int | None = None) -> Decision:
     """A leaf's decision before Holm: outcome from the raw p (revised once the family is
     known), or not settled for a reason that no p-value changes."""
     conv = _converged(cells, claim.arms, claim.metrics)
     pairs = _paired_cells(cells, claim.a, claim.b, claim.metric)
+    if claim.unit == "fold" and any(f is None for _, f in pairs):
+        raise ValueError(f"{claim.text()}: unit 'fold' needs K-fold cells (fold is None)")
     n = len({s for s, _ in pairs}) if claim.unit == "seed" else len(pairs)
     early = None
     if claim.needs_converged and conv[0] < conv[1]:
         early = f"under-trained ({conv[1] - conv[0]} of {conv[1]} cells)"
-    elif n < MIN_UNITS:
+    elif n < MIN_UNITS or (claim.unit == "fold" and _k(pairs, folds) < 2):
         early = "n"
     if early is not None:  # not tested; the numbers are shown, never decided on
-        est = estimate(cells, claim.a, claim.b, claim.metric, claim.unit) if pairs else None
+        est = (estimate(cells, claim.a, claim.b, claim.metric, claim.unit, folds)
+               if pairs else None)
         return Decision(claim, NOT_SETTLED, early, n=n, converged=conv,
                         estimate=None if est is None else est.estimate,
                         interval=None if est is None else est.interval)
-    t = _test(claim, pairs)
+    t = _test(claim, pairs, folds)
     d = [x - y for x, y in zip(t.a, t.b, strict=True)]
     scale = max(max(abs(v) for v in t.a + t.b), 1e-300)
     if statistics.stdev(d) <= DEGENERATE_SD * scale:
@@ -501,14 +511,16 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return [float(p) for p in multipletests(list(pvalues), alpha=ALPHA, method="holm")[1]]
 
 
-def judge(claims: Sequence[Claim], cells: Sequence[Mapping]) -> list[Decision]:
+def judge(claims: Sequence[Claim], cells: Sequence[Mapping], folds: int | None = None
+          ) -> list[Decision]:
     """Decide every claim on the cell records, one :class:`Decision` per claim, in order.
 
     Cells are dicts with ``arm``, ``seed``, ``fold`` (None without K-fold), metric values, and
-    optionally ``converged`` (only ``True`` counts as converged). The tests of the primary
-    claims form one Holm family; exploratory claims are judged alone."""
+    optionally ``converged`` (only ``True`` counts as converged). ``folds``: K of the K-fold
+    split, for the corrected fold interval (default: the folds the paired cells cover). The
+    tests of the primary claims form one Holm family; exploratory claims are judged alone."""
     flat = [(i, leaf) for i, claim in enumerate(claims) for leaf in leaves(claim)]
-    raw = [_leaf(leaf, cells) for _, leaf in flat]
+    raw = [_leaf(leaf, cells, folds) for _, leaf in flat]
     family = [j for j, d in enumerate(raw) if d.claim.primary and d.p is not None]
     for j, pa in zip(family, holm([raw[j].p for j in family]), strict=True):
         raw[j] = _settle(replace(raw[j], p_adjusted=pa))

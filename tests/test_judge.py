@@ -8,6 +8,7 @@ import ast
 import dataclasses
 import math
 import random
+import statistics
 from pathlib import Path
 
 import pytest
@@ -352,3 +353,25 @@ def test_the_judge_knows_no_other_lightship_module():
 
 
 # ---------------------------------------------------------------- one study's claims as values
+
+
+def test_fold_unit_uses_the_plans_k_and_never_crashes_on_one_fold():
+    """A partial study has paired only some folds: the correction uses the plan's K, not the
+    folds seen so far; cells of a single fold have nothing to correct and settle nothing."""
+    from lightship.judge import estimate
+
+    diffs = {0: 0.4, 1: 0.1, 2: 0.8}  # seed 0, folds 0–2 of a 5-fold plan
+    cells = [{"arm": arm, "seed": 0, "fold": f, "m": 1.0 + (d if arm == "A" else 0.0)}
+             for f, d in diffs.items() for arm in "AB"]
+    dec = judge([Difference("A", "B", "m", unit="fold")], cells, folds=5)[0]
+    d = list(diffs.values())
+    half = stats.t.ppf(0.975, 2) * corrected_se(d, 5)
+    assert dec.interval == pytest.approx((statistics.fmean(d) - half, statistics.fmean(d) + half))
+    one_fold = [dict(c, seed=s, fold=0) for s in range(3) for c in cells[:2]]
+    dec = judge([Difference("A", "B", "m", unit="fold")], one_fold)[0]
+    assert (dec.outcome, dec.reason) == (NOT_SETTLED, "n")
+    assert estimate(one_fold, "A", "B", "m", "fold").n == 3  # seeds, as nothing to correct
+    # one seed on the seed unit: the estimate is its folds' mean, not one fold's
+    one = estimate(cells, "A", "B", "m", "seed")
+    assert one.n == 1 and one.estimate == pytest.approx(statistics.fmean(d))
+    assert one.interval is None

@@ -128,7 +128,8 @@ class Analysis:
         more than max(0.01, 10 %); else the verdict of its run folder."""
         twin = self.plan.out / twin_rel(c["run"]) / "cell.json"
         rec = json.loads(twin.read_text()) if twin.exists() else {}
-        if rec.get("status") == "finished" and c.get("train_ce") is not None:
+        if (rec.get("status") == "finished" and rec.get("train_ce") is not None
+                and c.get("train_ce") is not None and c.get("verdict") != "diverged"):
             c["twin_ce"] = rec["train_ce"]
             c["converged"] = c["train_ce"] - rec["train_ce"] <= twin_tolerance(c["train_ce"])
             c["converged_by"] = "×2 twin"
@@ -145,7 +146,7 @@ class Analysis:
         """Paired b − a over the units both arms finished, on the study's unit of analysis
         (:func:`lightship.judge.estimate`; None: no shared cell). Descriptive: the verdicts
         are the judge's decisions, not these intervals."""
-        est = estimate(self.cells, b, a, metric, self.unit)
+        est = estimate(self.cells, b, a, metric, self.unit, self.plan.folds)
         if est is None:
             return None
         lo, hi = est.interval if est.interval is not None else (None, None)
@@ -157,7 +158,7 @@ class Analysis:
         planned = {a.name for a in self.arm_list}
         claims = [with_unit(c, self.unit) for c in self.study.claims(self.budget, self.unit)]
         run = [c for c in claims if set(c.arms) <= planned]
-        return judge(run, self.cells), [c for c in claims if c not in run]
+        return judge(run, self.cells, self.plan.folds), [c for c in claims if c not in run]
 
     def verdict_lines(self) -> list[str]:
         """One line per claim (the judge's), then the claims not run, then the study's notes."""

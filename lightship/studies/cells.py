@@ -61,7 +61,7 @@ def cell_converged(run_dir: Path) -> bool | None:
 
     try:
         v = judge_run(run_dir)
-    except (OSError, ValueError):
+    except (OSError, ValueError, UserError):  # a torn or pruned cell folder: not known
         return None
     return converged_flag(v.label, v.numbers)
 
