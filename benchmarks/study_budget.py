@@ -24,13 +24,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lightship.data import load_data
 from lightship.models import create_model
 from lightship.studies import get_study
 from lightship.studies.runner import make_plan
 
 
-def _ips(model, batch: int, channels_last: bool, train: bool, seconds: float) -> float:
-    x = torch.randn(batch, 1, 28, 28)
+def _ips(model, batch: int, channels_last: bool, train: bool, seconds: float,
+         size: int = 28, chans: int = 1) -> float:
+    x = torch.randn(batch, chans, size, size)
     y = torch.randint(0, 10, (batch,))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -65,12 +67,13 @@ def main() -> None:
     torch.set_num_threads(1)
     for name in args.study:
         study = get_study(name)
-        plan = make_plan(study, args.budget, seeds=None, folds=None, data="mnist5k",
-                         out=Path("/nonexistent/study"), command="")
+        plan = make_plan(study, args.budget, seeds=None, folds=None, data=None,
+                         out=Path("/nonexistent/study"), command="")  # the budget's own data
+        info = load_data(plan.cells[0].recipe.data).info
         k = plan.folds or 1
-        n_all = 5000
-        n_test = n_all // k if plan.folds else 1000
-        print(f"\n{name} --budget {args.budget}: {len(plan.cells)} cells "
+        n_all = info.n_train + info.n_test
+        n_test = info.n_test
+        print(f"\n{name} --budget {args.budget} on {plan.data}: {len(plan.cells)} cells "
               f"({len(plan.seeds)} seeds × {k} folds), load {os.getloadavg()[0]:.2f}")
         print("| arm | batch | train img/s | eval img/s | s/epoch | epochs | s/cell |")
         print("|---|---|---|---|---|---|---|")
@@ -79,13 +82,15 @@ def main() -> None:
             cell = next(c for c in plan.cells if c.arm == arm.name)
             r = cell.recipe
             m = r.model
-            model = create_model(m.name, 10, 1, 28, norm=m.norm, zero_gamma=m.zero_gamma,
+            model = create_model(m.name, info.num_classes, info.in_chans, info.input_size,
+                                 norm=m.norm, zero_gamma=m.zero_gamma,
                                  shortcut=m.shortcut, variant=m.variant, plain=m.plain,
                                  width=m.width)
             cl = r.train.channels_last is not False
             n_train = round((n_all - n_test) * r.data.fraction)
-            tr = _ips(model, r.train.batch_size, cl, True, args.seconds)
-            ev = _ips(model, 512, cl, False, args.seconds / 2)
+            shape = (info.input_size, info.in_chans)
+            tr = _ips(model, r.train.batch_size, cl, True, args.seconds, *shape)
+            ev = _ips(model, 512, cl, False, args.seconds / 2, *shape)
             evals = min(r.train.epochs, r.train.epochs // r.train.eval_every + 1)
             cell_s = r.train.epochs * n_train / tr + evals * n_test / ev
             per_epoch = cell_s / r.train.epochs
