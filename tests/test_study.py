@@ -613,3 +613,15 @@ def test_confirm_trains_the_twins_and_lets_them_decide(tmp_path):
     assert any(c["converged_by"] == "×2 twin" for c in got["cells"])
     # the twins are not cells: the plan, the arms and the cell count are the study's own
     assert got["cells_total"] == 4 and set(got["arms"]) == {"resnet8-x0.125", "resnet8-x1"}
+
+
+def test_a_full_budget_needs_its_data_named(tmp_path):
+    """The full budgets are the papers' own settings on their own data: without --data they are
+    refused (one line) instead of running a CIFAR-length schedule on MNIST-5k."""
+    for name in STUDIES:
+        with pytest.raises(UserError, match="give --data PATH"):
+            make_plan(get_study(name), "full", seeds=None, folds=None, data=None,
+                      out=tmp_path / name, command="t")
+        assert not (tmp_path / name).exists()
+    assert make_plan(get_study("underfit"), "default", seeds=1, folds=None, data=None,
+                     out=tmp_path / "d", command="t").data == "digits"

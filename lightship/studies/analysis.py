@@ -413,7 +413,9 @@ def to_markdown(res: Analysis, verdicts: list[str], wall: dict[str, Any],
               "Holm over the primary claims; an equivalence needs its TOST at the margin fixed "
               "in the claim; a claim on trained nets needs converged cells (the convergence "
               "test: the ×2 schedule would not lower the clean train CE by more than "
-              "max(0.01, 10 %)). Exploratory claims (extra arms) never count as a verdict.", "",
+              "max(0.01, 10 %); `--confirm` trains the ×2-schedule twin where the verdict cannot "
+              "say). Exploratory claims (extra arms, measurements the paper does not claim) "
+              "never count as a verdict.", "",
               md_table(scoreboard_rows(res))]
     lines += ["## Verdicts", ""] + [f"- {v}" for v in verdicts] + [""]
     lines += ["## Arms", "", "Mean ± std over cells (seed × fold). *Pooled top-1*: all test "

@@ -37,8 +37,9 @@ class Budget:
     final_eval_only: bool = False
     """Evaluate on the test part only after the last epoch (quick budgets: the test pass would
     cost more than the training)."""
-    data: str = "mnist5k"
-    """The built-in dataset the budget is sized on (``--data`` replaces it)."""
+    data: str | None = "mnist5k"
+    """The built-in dataset the budget is sized on (``--data`` replaces it); None: the user
+    must give ``--data`` (the full budgets: the paper's own dataset)."""
     confirm: bool = False
     """Train the ×2-schedule twins of cells the verdict does not call converged (``--confirm``):
     for claims about loss floors, which the verdict's headroom rule cannot confirm above ~0.016

@@ -79,7 +79,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             for b in BUDGETS:
                 bud = study.budgets[b]
                 split = f"{bud.folds} folds" if bud.folds else "own test split"
-                data = f" of {bud.data}" if b != "full" else ""
+                data = f" of {bud.data}" if bud.data else " (give --data)"
                 print(f"  {b}: {bud.epochs} epochs{data}, {bud.seeds} seed(s), {split}"
                       + (f"; measured: {bud.measured}" if bud.measured else "")
                       + f"; {bud.note}")

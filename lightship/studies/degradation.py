@@ -50,7 +50,7 @@ class Degradation(Study):
             "verdict does not call converged are confirmed by their ×2-schedule twins"),
             options={"depths": (20, 32, 56), "width": 0.25, "fraction": 1.0,
                      "shortcuts": ("B", "C")}, confirm=True),
-        "full": Budget("full", epochs=164, seeds=3, folds=None, note=(
+        "full": Budget("full", epochs=164, seeds=3, folds=None, data=None, note=(
             "the paper's CIFAR-10 setting: depths 20/32/56/110 at full width, 164 epochs "
             "(64k steps of 128 on 50k images; the paper held out 5k for validation), lr ÷10 at "
             "82 and 123; give --data PATH/cifar-10-batches-py and a GPU"),

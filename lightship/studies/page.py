@@ -294,9 +294,15 @@ def _claims_sections(study_json: Mapping[str, Any], names: Mapping[str, str]) ->
         return [*out, f"<p>{NO_CLAIMS}.</p>",
                 f"<p class='meta'>The study's own verdict lines:</p><ul>{lines}</ul>"
                 if lines else ""]
+    not_run = study_json.get("not_run") or []
+    skipped = ("<p class='meta'>Not run (their arms were not trained in this run; name them "
+               "with --arms): " + "; ".join(html.escape(str(c)) for c in not_run) + "</p>"
+               if not_run else "")
     if not claims:
-        return [*out, "<p>the study states no claims.</p>"]
-    out += [scoreboard(claims, names), _reasons_note(), "<h2 id='forest'>Forest plot</h2>"]
+        return [*out, "<p>no claim of the study could be judged on the arms this run trained."
+                "</p>", skipped]
+    out += [scoreboard(claims, names), skipped, _reasons_note(),
+            "<h2 id='forest'>Forest plot</h2>"]
     from lightship.report.html import _png
 
     fig = forest_figure(claims, names)

@@ -105,7 +105,7 @@ class Pretrain(Study):
                      # added after the first run, where (d) did not reproduce: is GN behind BN
                      # at batch 16 too (GN slower here) or only at 8 (BN's statistics)?
                      "gn_at_batch": True}),
-        "full": Budget("full", epochs=12, seeds=3, folds=None, note=(
+        "full": Budget("full", epochs=12, seeds=3, folds=None, data=None, note=(
             "CIFAR-10 classes 0–4 (airplane … deer) as the source, 5–9 (dog … truck) as the "
             "target, resnet8 ×1, batch 16, ×1 = 12 epochs of the 25,000 target images "
             "(≈ 18.7k steps, the paper's ×1 is ≈ 12 COCO epochs), schedules ×1/×2/×3, (d) at "

@@ -83,7 +83,7 @@ class RocketStudy(Study):
             "images (78k steps); 3 seeds; the seven arms the claims need (AT, Rocket bottom "
             "and its light net, and the ablation without either train with --arms)"),
             options={"width": 0.25, "fraction": 1.0}),
-        "full": Budget("full", epochs=200, seeds=3, folds=None, note=(
+        "full": Budget("full", epochs=200, seeds=3, folds=None, data=None, note=(
             "the paper's CIFAR setting: wrn-16-1 / wrn-40-1 at full width, 200 epochs, lr × 0.2 "
             "at 60/120/160; give --data PATH/cifar-10-batches-py (or cifar-100) and a GPU"),
             options={"width": 1.0, "fraction": 1.0}),

@@ -141,6 +141,9 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                         f"budgets: {', '.join(BUDGETS)}")
     budget = study.budgets[budget_name]
     data = data if data is not None else budget.data
+    if data is None:
+        raise UserError(f"the {budget.name} budget of {study.name} is the paper's own setting "
+                        "on its own data: give --data PATH (e.g. PATH/cifar-10-batches-py)")
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs {epochs} must be at least 1")
     if epochs is not None and epochs != budget.epochs:  # plan.json stores the epochs it ran

@@ -114,7 +114,7 @@ class Transfer(Study):
             "×2-schedule twins"),
             options={"width": 0.25, "teacher_width": 1.0, "booster": "resnet20",
                      "fraction": 1.0}, confirm=True),
-        "full": Budget("full", epochs=164, seeds=3, folds=None, note=(
+        "full": Budget("full", epochs=164, seeds=3, folds=None, data=None, note=(
             "CIFAR-10, resnet8 ×0.25 light net, resnet8 ×1 teacher, resnet20 ×0.25 booster, "
             "164 epochs of the baseline recipe; give --data PATH/cifar-10-batches-py and a GPU"),
             options={"width": 0.25, "teacher_width": 1.0, "booster": "resnet20",

@@ -54,7 +54,7 @@ class Tricks(Study):
             "call converged are confirmed by their ×2-schedule twins"),
             options={"model": "resnet10", "width": 0.125, "batch": 16, "fraction": 1.0},
             confirm=True),
-        "full": Budget("full", epochs=120, seeds=3, folds=None, note=(
+        "full": Budget("full", epochs=120, seeds=3, folds=None, data=None, note=(
             "the paper's setting on CIFAR-10 instead of ImageNet: ResNet-50 (bottleneck, "
             "small-input stem), batch 256 → 1024, 120 epochs (mixup rows 200), 5 warmup "
             "epochs; give --data PATH/cifar-10-batches-py and a GPU"),

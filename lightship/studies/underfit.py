@@ -45,7 +45,7 @@ class Underfit(Study):
             "3 seeds; cells the verdict does not call converged are confirmed by their "
             "×2-schedule twins"),
             options={"widths": (0.125, 0.25, 0.5, 1.0, 2.0), "fraction": 1.0}, confirm=True),
-        "full": Budget("full", epochs=164, seeds=3, folds=None, note=(
+        "full": Budget("full", epochs=164, seeds=3, folds=None, data=None, note=(
             "CIFAR-10, resnet8 ×0.125 … ×4, 164 epochs of the 2016 ResNet recipe; give --data "
             "PATH/cifar-10-batches-py and a GPU"),
             options={"widths": (0.125, 0.25, 0.5, 1.0, 2.0, 4.0), "fraction": 1.0}),
