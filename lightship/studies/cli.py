@@ -104,7 +104,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def default_budgets_text() -> str:
     """Per study: what its default budget measured (wall time, converged cells)."""
-    lines = ["default budgets, measured on a quiet 2-core CPU with --jobs 2:"]
+    lines = ["default budgets, wall time measured with --jobs 2 on 2 CPU cores (little else "
+             "running: upper bounds of the quiet time) and converged cells:"]
     for name, cls in STUDIES.items():
         bud = cls().budgets["default"]
         lines.append(f"  {name}: {bud.measured or 'not measured yet'}")

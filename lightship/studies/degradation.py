@@ -49,7 +49,10 @@ class Degradation(Study):
             "≈ 900 digits (2-fold, ≈ 700 steps) instead of 64k steps; 3 seeds; the cells the "
             "verdict does not call converged are confirmed by their ×2-schedule twins"),
             options={"depths": (20, 32, 56), "width": 0.25, "fraction": 1.0,
-                     "shortcuts": ("B", "C")}, confirm=True),
+                     "shortcuts": ("B", "C")}, confirm=True,
+            measured=(
+                "33 min 24 s (48 cells + 20 twins), 30/48 cells converged: the plain nets not "
+                "(their claims: not settled, under-trained) (2026-12-02, AMD EPYC, bf16)")),
         "full": Budget("full", epochs=164, seeds=3, folds=None, data=None, note=(
             "the paper's CIFAR-10 setting: depths 20/32/56/110 at full width, 164 epochs "
             "(64k steps of 128 on 50k images; the paper held out 5k for validation), lr ÷10 at "

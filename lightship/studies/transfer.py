@@ -113,7 +113,10 @@ class Transfer(Study):
             "seeds; cells the verdict does not call converged are confirmed by their "
             "×2-schedule twins"),
             options={"width": 0.25, "teacher_width": 1.0, "booster": "resnet20",
-                     "fraction": 1.0}, confirm=True),
+                     "fraction": 1.0}, confirm=True,
+            measured=(
+                "20 min 08 s (60 cells + 23 twins), 38/60 cells converged: AT, DML and both "
+                "adversarial arms not (2026-12-02, AMD EPYC, bf16)")),
         "full": Budget("full", epochs=164, seeds=3, folds=None, data=None, note=(
             "CIFAR-10, resnet8 ×0.25 light net, resnet8 ×1 teacher, resnet20 ×0.25 booster, "
             "164 epochs of the baseline recipe; give --data PATH/cifar-10-batches-py and a GPU"),
