@@ -56,7 +56,7 @@ def test_fine_tuned_cells_start_from_the_source_cell_of_their_seed_and_fold(plan
 def test_schedules_count_steps_not_epochs(plan):
     study, b = plan.study, plan.budget
     s = study.steps_x1(b)
-    assert s == 2 * (1875 // 16)
+    assert s == b.epochs * (1875 // 16)
     seen = {}
     for c in plan.cells:
         if c.fold != 0 or c.seed != 0 or c.arm.startswith("src-"):
@@ -163,7 +163,7 @@ def test_pretrain_claims_are_judged_on_the_numbers(plan):
     assert got["(d)"] == ("contradicts", None)  # GN below BN
     md = to_markdown(res, res.verdict_lines(), {}, [])
     assert "| early test top-1 (points) | +0.00 |" in md  # the early metric's own table name
-    assert "| fine-tuned, 1 %, ×3 (702 steps) |" in md
+    assert "| fine-tuned, 1 %, ×3 (2808 steps) |" in md
 
 
 def test_a_missing_early_number_leaves_that_part_unsettled(plan):
