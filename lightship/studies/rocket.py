@@ -85,7 +85,10 @@ class RocketStudy(Study):
             "images (78k steps); 3 seeds; the seven arms the claims need (AT, Rocket bottom "
             "and its light net, and the ablation without either train with --arms); cells the "
             "verdict does not call converged are confirmed by their ×2-schedule twins"),
-            options={"width": 0.25, "fraction": 1.0}, confirm=True),
+            options={"width": 0.25, "fraction": 1.0}, confirm=True,
+            measured=("11 min 12 s (42 cells, then 13 twins in a second session), 30/42 cells "
+                      "converged: KD, Rocket interval and both ablations not (2026-12-02, AMD "
+                      "EPYC, bf16)")),
         "full": Budget("full", epochs=200, seeds=3, folds=None, data=None, note=(
             "the paper's CIFAR setting: wrn-16-1 / wrn-40-1 at full width, 200 epochs, lr × 0.2 "
             "at 60/120/160; give --data PATH/cifar-10-batches-py (or cifar-100) and a GPU"),
