@@ -86,7 +86,7 @@ class RocketStudy(Study):
             "and its light net, and the ablation without either train with --arms); cells the "
             "verdict does not call converged are confirmed by their ×2-schedule twins"),
             options={"width": 0.25, "fraction": 1.0}, confirm=True,
-            measured=("11 min 12 s (42 cells, then 13 twins in a second session), 30/42 cells "
+            measured=("11 min 12 s (42 cells, then 13 twins in a second session), 29/42 cells "
                       "converged: KD, Rocket interval and both ablations not (2026-12-02, AMD "
                       "EPYC, bf16)")),
         "full": Budget("full", epochs=200, seeds=3, folds=None, data=None, note=(
