@@ -128,14 +128,11 @@ def _chromium():
     pytest.skip("chromium is missing and apt-get could not install it")
 
 
-def test_report_looks_right_in_a_browser(runs, tmp_path):
-    """Render the page in headless Chromium: the screenshot must show text, tables and the
-    (colored) plots, not a blank or broken page."""
+def assert_renders(page, tmp_path):
+    """Screenshot ``page`` in headless Chromium (1280×2000) and check it shows text and
+    coloured plots in both halves, not a blank or broken page; return the screenshot."""
     from matplotlib.image import imread
 
-    a, b = runs
-    page = write_report([a.run_dir, b.run_dir], tmp_path / "report.html",
-                        reference=a.run_dir)
     shot = tmp_path / "shot.png"
     done = subprocess.run(
         [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
@@ -148,9 +145,19 @@ def test_report_looks_right_in_a_browser(runs, tmp_path):
     assert img.std() > 0.05
     non_white = (img < 0.9).any(axis=2)
     assert non_white.mean() > 0.03
-    colored = (img.max(axis=2) - img.min(axis=2)) > 0.25  # plot lines, verdict badges
+    colored = (img.max(axis=2) - img.min(axis=2)) > 0.25  # plots, badges, bands
     assert colored.mean() > 0.002
     assert non_white[1000:].mean() > 0.01  # the lower half is not empty (plots rendered)
+    return shot
+
+
+def test_report_looks_right_in_a_browser(runs, tmp_path):
+    """Render the page in headless Chromium: the screenshot must show text, tables and the
+    (colored) plots, not a blank or broken page."""
+    a, b = runs
+    page = write_report([a.run_dir, b.run_dir], tmp_path / "report.html",
+                        reference=a.run_dir)
+    assert_renders(page, tmp_path)
 
 
 def test_tensorboard_scalars(runs, tmp_path):
