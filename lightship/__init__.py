@@ -6,8 +6,8 @@ The Python API (docs/api.md)::
     result = lightship.train("baseline", data__name="digits", train__epochs=2)
     verdict = lightship.diagnose(result.run_dir)
 
-``train``, ``distill``, ``evaluate``, ``diagnose``, ``confirm`` and ``load_run`` are functions
-here; the modules of the same name stay importable as ``from lightship.train.loop import ...``,
+``train``, ``distill``, ``evaluate``, ``diagnose``, ``confirm``, ``lift`` and ``load_run`` are
+functions here; the modules of the same name stay importable as ``from lightship.train.loop import ...``,
 ``from lightship.evaluate import ...`` and ``from lightship.diagnose import ...``.
 """
 
@@ -15,8 +15,19 @@ here; the modules of the same name stay importable as ``from lightship.train.loo
 # below are not replaced by the submodule attribute an import system sets on first import.
 import lightship.diagnose
 import lightship.evaluate
+import lightship.lift
 import lightship.train  # noqa: F401  (see above)
-from lightship.api import Run, confirm, diagnose, distill, evaluate, load_run, make_recipe, train
+from lightship.api import (
+    Run,
+    confirm,
+    diagnose,
+    distill,
+    evaluate,
+    lift,
+    load_run,
+    make_recipe,
+    train,
+)
 from lightship.errors import UserError
 from lightship.lazy import lazy_getattr
 
@@ -31,5 +42,6 @@ __getattr__ = lazy_getattr("lightship", _LAZY)  # torch-heavy names load on firs
 
 
 __all__ = ["EvalResult", "Recipe", "Run", "RunResult", "UserError", "Verdict", "__version__",
-           "confirm", "create_model", "diagnose", "distill", "evaluate", "load_dataset", "load_run",
+           "confirm", "create_model", "diagnose", "distill", "evaluate", "lift", "load_dataset",
+           "load_run",
            "make_recipe", "train"]

@@ -248,6 +248,9 @@ def make_parser() -> argparse.ArgumentParser:
     from lightship.studies.cli import add_study_parser
 
     add_study_parser(sub)
+    from lightship.lift.cli import add_lift_parser
+
+    add_lift_parser(sub)
 
     p = sub.add_parser("models", help="list models with parameters and MACs")
     p.add_argument("--data", default="mnist5k", help="dataset that sets input size and classes")

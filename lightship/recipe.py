@@ -50,6 +50,10 @@ class DataCfg(_Section):
     None = the dataset's own split. Refused for datasets with a fixed test split (CIFAR, IDX)."""
     fold: int = Field(0, ge=0)
     """Which of the `data.folds` folds is the test part (0..folds-1)."""
+    folds_of: Literal["all", "train"] = "all"
+    """What `data.folds` splits: `all` = a built-in's train and test images pooled (the studies);
+    `train` = the training split only, of any dataset, so fold `data.fold` is a validation part
+    carved from the training images and the test split is never read (`lightship lift`)."""
     classes: list[int] | None = None
     """Keep only these classes (original label indices) and relabel them 0..k−1 in this order:
     `5-9`, `0,2,4` or `[5, 6, 7, 8, 9]` (MNIST-5k digits 0–4 as a pretraining source, 5–9 as a

@@ -44,6 +44,7 @@ from lightship.data.augment import (
     norm_constants,
     normalise,
 )
+from lightship.data.folds import kfold_indices
 from lightship.data.info import DatasetInfo
 from lightship.data.tensor import BatchedData, check_batch_size
 from lightship.errors import UserError
@@ -198,7 +199,9 @@ class FolderData(BatchedData):
 
     def __init__(self, root: Path, train_dir: Path, test_dir: Path, *, fraction: float = 1.0,
                  max_per_class: int | None = None, seed: int = 0, image_size: int | None = None,
-                 workers: int = 2) -> None:
+                 workers: int = 2, folds: tuple[int, int] | None = None) -> None:
+        """``folds`` = (K, i): validation fold i of a stratified K-fold of train/ (shuffled by
+        ``seed``) is the evaluated split, and the test split is never listed or read."""
         self.root, self.workers = root, workers
         classes = _class_dirs(train_dir)
         if not classes:
@@ -210,7 +213,12 @@ class FolderData(BatchedData):
             c = classes[int(np.flatnonzero(counts == 0)[0])]
             raise UserError(f"class folder {train_dir / c} has no images (looked for "
                             f"{', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove it")
-        test_files, test_labels = scan_split(test_dir, classes)
+        if folds is not None:  # validation carved from train/: test/ stays unread
+            part, val = kfold_indices(np.asarray(labels, dtype=np.int64), folds[0], seed)[folds[1]]
+            test_files, test_labels = [files[i] for i in val], [labels[i] for i in val]
+            files, labels = [files[i] for i in part], [labels[i] for i in part]
+        else:
+            test_files, test_labels = scan_split(test_dir, classes)
         if not test_files:
             raise UserError(f"{test_dir} has no images in class folders; put test images in "
                             f"{test_dir}/<class>/")
@@ -336,6 +344,16 @@ class FolderData(BatchedData):
         n = len(self.test_files)
         batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
         return self._test_iter(batches, channels_last)
+
+    def train_in_order(self, batch_size: int, *,
+                       channels_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """The whole training split in order, normalised, unaugmented: what ``measure_fit``
+        reads (the loop's end-of-run fit skips streamed data, not to re-read a large tree)."""
+        check_batch_size(batch_size)
+        n = len(self.train_files)
+        batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+        for x, y in self._stream(self.train_files, self._y_train, batches):
+            yield normalise(x, self._scale, self._shift, channels_last), y
 
     def _test_iter(self, batches: list[list[int]],
                    channels_last: bool) -> Iterator[tuple[Tensor, Tensor]]:

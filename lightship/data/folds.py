@@ -6,6 +6,11 @@ scikit-learn's ``StratifiedKFold(K, shuffle=True, random_state=data.seed)``; fol
 part is never trained on, and over the K folds every image is tested exactly once (all 5,000
 MNIST-5k digits instead of 1,000). Datasets that come with their own test split (CIFAR, MNIST IDX,
 ImageFolder, .npz) are refused: their test split is the one results are compared on.
+
+With ``data.folds_of = "train"`` the K folds split the *training* split only, of any dataset:
+fold ``i``'s held-out part is a validation set carved from the training images, and the test
+split is never read (ImageFolder: test/ is not even listed). ``lightship lift`` selects on
+these folds, then evaluates its final choice once on the test split.
 """
 
 from __future__ import annotations
@@ -53,3 +58,14 @@ def fold_arrays(a: Arrays, folds: int, fold: int, seed: int) -> Arrays:
     train, test = kfold_indices(y, folds, seed)[fold]
     return Arrays(x[train], y[train], x[test], y[test], list(a.classes), hflip_ok=a.hflip_ok,
                   name=a.name, source=f"{a.source}, fold {fold} of {folds} (seed {seed})")
+
+
+def train_fold_arrays(a: Arrays, folds: int, fold: int, seed: int) -> Arrays:
+    """Fold ``fold`` of ``folds`` of ``a``'s *training* split: its held-out part becomes the
+    evaluated split (validation); ``a``'s test images are dropped."""
+    check_folds(folds, fold)
+    train, val = kfold_indices(a.y_train, folds, seed)[fold]
+    return Arrays(a.x_train[train], a.y_train[train], a.x_train[val], a.y_train[val],
+                  list(a.classes), hflip_ok=a.hflip_ok, name=a.name,
+                  source=f"{a.source}, validation fold {fold} of {folds} of the training split "
+                         f"(seed {seed})")

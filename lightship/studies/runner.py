@@ -204,7 +204,7 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                     load_data(recipe.data)  # its folds fit, before plan.json (or 10⁶ cells)
                 cells.append(Cell(arm.name, seed, fold, rel, recipe,
                                   arm.cost * recipe.train.epochs, needs))
-    pinned = None if unpinned else _pin_precision(cells, precision)
+    pinned = None if unpinned else pin_precision(cells, precision)
     if saved is not None and not unpinned and saved["precision"] != pinned:
         raise UserError(f"{out} was planned in {saved['precision']} (on {saved.get('cpu')}) but "
                         f"would continue in {pinned} here (on {cpu_kind()}), mixing two "
@@ -246,7 +246,7 @@ def twin_cells(plan: Plan, records: dict[str, dict], arms: set[str]) -> list[Cel
     return out
 
 
-def _pin_precision(cells: list[Cell], precision: str) -> str:
+def pin_precision(cells: list[Cell], precision: str) -> str:
     """What ``train.precision: auto`` becomes in this study: ``precision`` when it names one,
     else this machine's choice for the cells' device; written into every cell that says auto."""
     if precision == "auto":
@@ -296,13 +296,7 @@ def _blocked(cell: Cell, records: dict[str, dict]) -> dict[str, Any]:
 
 def check_cells(plan: Plan) -> None:
     """A started cell must have been made from the recipe the plan builds now."""
-    for cell in plan.cells:
-        root = plan.out / cell.rel
-        if (root / "recipe.yaml").exists():
-            diff = recipe_differs(root, cell.recipe)
-            if diff:
-                raise UserError(f"{root} was trained with another recipe (key {diff}); remove "
-                                "that cell folder or give another --out")
+    check_recipes(plan.out, plan.cells)
 
 
 def _init_worker(jobs: int, parent: int) -> None:
@@ -408,9 +402,20 @@ class StudyProgress:
             self.bar = None
 
 
-def _spec(plan: Plan, cell: Cell) -> dict[str, Any]:
-    return {"run_dir": str(plan.out / cell.rel), "rel": cell.rel, "arm": cell.arm,
+def _spec(out: Path, cell: Cell) -> dict[str, Any]:
+    return {"run_dir": str(out / cell.rel), "rel": cell.rel, "arm": cell.arm,
             "seed": cell.seed, "fold": cell.fold, "recipe": cell.recipe.to_dict()}
+
+
+def check_recipes(out: Path, cells: list[Cell]) -> None:
+    """A started cell must have been made from the recipe the plan builds now."""
+    for cell in cells:
+        root = out / cell.rel
+        if (root / "recipe.yaml").exists():
+            diff = recipe_differs(root, cell.recipe)
+            if diff:
+                raise UserError(f"{root} was trained with another recipe (key {diff}); remove "
+                                "that cell folder or give another --out")
 
 
 def execute(plan: Plan, jobs: int = 1, progress: bool | None = None, quiet: bool = False,
@@ -421,26 +426,37 @@ def execute(plan: Plan, jobs: int = 1, progress: bool | None = None, quiet: bool
     check_cells(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
     write_json(plan.out / "plan.json", plan.to_dict())
+    return run_cells(plan.out, plan.cells, jobs, f"study {plan.study.name} ({plan.budget.name})",
+                     plan.setup(), progress, quiet, on_record)
+
+
+def run_cells(out: Path, cells: list[Cell], jobs: int = 1, title: str = "cells",
+              setup: str = "", progress: bool | None = None, quiet: bool = False,
+              on_record: Callable[[Cell, dict], None] | None = None) -> dict[str, dict]:
+    """Bring every cell (run folders under ``out``) to done, ``jobs`` at a time (a cell starts
+    after the cells it needs); return their records by cell path. The study runner's and
+    ``lightship lift``'s one way to train cells."""
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs} must be at least 1")
     records: dict[str, dict] = {}
     todo = []
-    for cell in plan.cells:
-        if cell_state(plan.out / cell.rel) == "done":
-            records[cell.rel] = json.loads((plan.out / cell.rel / CELL_FILE).read_text())
+    for cell in cells:
+        if cell_state(out / cell.rel) == "done":
+            records[cell.rel] = json.loads((out / cell.rel / CELL_FILE).read_text())
         else:
             todo.append(cell)
     # Seed by seed, fold by fold (a study stopped early still has every arm on the same cells
     # to pair); within a fold, cells that others need (teachers) first, then longest first.
-    needed = {rel for c in plan.cells for rel in c.needs}
+    needed = {rel for c in cells for rel in c.needs}
     todo.sort(key=lambda c: (c.seed, -1 if c.fold is None else c.fold, c.rel not in needed,
                              -c.units))
-    show = StudyProgress(f"study {plan.study.name} ({plan.budget.name})", plan.cells,
-                         set(records), progress, quiet, plan.setup())
+    show = StudyProgress(title, cells, set(records), progress, quiet, setup)
     running: list[Cell] = []
     stop = threading.Event()
 
     def poller() -> None:
         while not stop.wait(1.0):
-            show.poll(list(running), plan.out)
+            show.poll(list(running), out)
 
     watcher = threading.Thread(target=poller, daemon=True)
     watcher.start()
@@ -462,17 +478,17 @@ def execute(plan: Plan, jobs: int = 1, progress: bool | None = None, quiet: bool
                     finish(cell, _blocked(cell, records))
                     continue
                 running[:] = [cell]
-                finish(cell, run_cell(_spec(plan, cell)))
+                finish(cell, run_cell(_spec(out, cell)))
                 running.clear()
         else:
-            _parallel(plan, todo, jobs, running, finish, records)
+            _parallel(out, todo, jobs, running, finish, records)
     finally:
         stop.set()
         show.close()
     return records
 
 
-def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
+def _parallel(out: Path, todo: list[Cell], jobs: int, running: list[Cell],
               finish: Callable[[Cell, dict], None], records: dict[str, dict]) -> None:
     import multiprocessing
 
@@ -493,7 +509,7 @@ def _parallel(plan: Plan, todo: list[Cell], jobs: int, running: list[Cell],
                 cell = ready.pop(0)
                 queue.remove(cell)
                 with interrupt.spawning():  # a submit starts a worker when one is missing
-                    futures[pool.submit(run_cell, _spec(plan, cell))] = cell
+                    futures[pool.submit(run_cell, _spec(out, cell))] = cell
                 running.append(cell)
             if not futures:
                 if queue and not any(_ready(c, records) is not False for c in queue):

@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightship.judge import AllOf, Claim, Difference, Unit
+from lightship.methods.authors import authors_settings
 from lightship.studies.base import Arm, Budget, Comparison, Study
 
 PAPER = "the light-backbone article (transfer lowers the light net's loss floor)"
@@ -48,29 +49,10 @@ EPOCH_COST = {"teacher": 17.7, "light": 6.9, "kd": 11.7, "hint": 9.7, "at": 10.9
 
 
 def _methods(e: int) -> list[tuple[str, str, dict[str, Any]]]:
-    """(arm name, label, method overrides) of every transfer method, authors' settings first;
-    ``e`` is the number of epochs (DKD's warm-up is a share of the schedule)."""
-    warm = max(1, round(e * 20 / 240))
-    return [
-        ("kd", "kd (α 0.9, T 4)", {"method.name": "kd", "method.alpha": 0.9, "method.T": 4.0}),
-        ("hint", "hint (logit MSE 0.01, sum)", {"method.name": "hint",
-                                                "method.hint_weight": 0.01,
-                                                "method.hint_reduction": "sum"}),
-        ("at", "at (β 1000)", {"method.name": "at", "method.at_beta": 1000.0}),
-        ("dkd", f"dkd (α 1, β 2, T 4, warm-up {warm} ep)",
-         {"method.name": "dkd", "method.dkd_alpha": 1.0, "method.dkd_beta": 2.0,
-          "method.T": 4.0, "method.dkd_warmup": warm}),
-        ("dml", "dml (1 peer, T 1)", {"method.name": "dml", "method.peers": 1,
-                                      "method.dml_T": 1.0}),
-        ("adversarial", "adversarial (wgan, a critic per stage)",
-         {"method.name": "adversarial", "method.adv_loss": "wgan", "method.adv_pairs": None,
-          "method.adv_weight": 0.1, "method.adv_lr": 5e-4,
-          "method.adv_clip": 0.03, "method.adv_cos": 1.0}),
-        ("rocket-kd", "rocket+kd (interval, λ 0.03, their α 0.9)",
-         {"method.name": "rocket+kd", "method.booster": "resnet20", "method.share": "interval",
-          "method.rocket_lambda": 0.03, "method.gradient_block": True, "method.alpha": 0.9,
-          "method.kd_scale": "rocket", "method.T": 4.0}),
-    ]
+    """(arm name, label, method overrides) of every transfer method at its authors' setting
+    (:mod:`lightship.methods.authors`); ``e`` is the number of epochs (DKD's warm-up is a share
+    of the schedule). The booster is the budget's (``arms`` sets it)."""
+    return authors_settings(e, booster="resnet20")
 
 
 def _extra() -> list[tuple[str, str, dict[str, Any]]]:
