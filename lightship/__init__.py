@@ -7,8 +7,9 @@ The Python API (docs/api.md)::
     verdict = lightship.diagnose(result.run_dir)
 
 ``train``, ``distill``, ``evaluate``, ``diagnose``, ``confirm``, ``lift`` and ``load_run`` are
-functions here; the modules of the same name stay importable as ``from lightship.train.loop import ...``,
-``from lightship.evaluate import ...`` and ``from lightship.diagnose import ...``.
+functions here; the modules of the same name stay importable as
+``from lightship.train.loop import ...``, ``from lightship.evaluate import ...``,
+``from lightship.diagnose import ...`` and ``from lightship.lift.core import ...``.
 """
 
 # The subpackages named like API functions are imported first, so that the functions bound

@@ -19,7 +19,7 @@ def cmd_lift(args: argparse.Namespace) -> int:
              booster=args.booster, budget=args.budget,
              methods=[m for m in (args.methods or "").split(",") if m] or None,
              jobs=args.jobs, out=args.out, recipe=args.recipe, overrides=args.set or [],
-             folds=args.folds, precision=args.precision,
+             folds=args.folds, repeats=args.repeats, precision=args.precision,
              progress=False if args.no_progress else None, command=command_line())
     except KeyboardInterrupt:
         print(f"lightship: {interrupt.stopped()}; run the same command again to continue the "
@@ -63,6 +63,9 @@ def add_lift_parser(sub) -> argparse.ArgumentParser:
                    "repeatable (e.g. model.width=0.25, train.epochs=30)")
     p.add_argument("--folds", type=int, default=5, help="validation folds carved from the "
                    "training split (default 5; the race starts after 3)")
+    p.add_argument("--repeats", type=int, default=4, help="at most this many repetitions "
+                   "of the K-fold split, each reshuffled, while the budget lasts (r × K units "
+                   "with the corrected interval; default 4)")
     p.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes "
                    "(default 1)")
     p.add_argument("--out", help="lift folder (default runs/lift/MODEL); re-running continues "

@@ -53,10 +53,14 @@ from lightship.studies.runner import Cell, check_recipes, pin_precision, run_cel
 FORMAT = "lightship-lift-1"
 FIRST_FOLDS = 3
 """Folds every admitted arm trains before the first racing decision (an interval needs 3)."""
+REPEATS = 4
+"""Default of --repeats: repetitions of the K-fold split the race may run while the budget
+lasts (r × K-fold: each repetition reshuffles the split, data.seed + r, and trains with
+train.seed + r)."""
 OVERHEAD = 1.25
 """Cell time ≈ OVERHEAD × steps × step time + START_S: evaluation, the fit measurement and
 the checkpoints on top of the training steps (measured on MNIST-5k and digits cells)."""
-START_S = 4.0
+START_S = 1.0
 """Seconds a cell spends outside its steps (data, model, worker start)."""
 REPORT_S = 10.0
 """Seconds the decision, the export and the pages take at the end."""
@@ -149,6 +153,7 @@ class Lift:
         self.progress, self.quiet = progress, quiet
         self.budget = parse_budget(opts["budget"])
         self.folds = int(opts["folds"])
+        self.repeats = int(opts["repeats"])
         self.t0 = time.perf_counter()
         self.state: dict[str, Any] = {}
         self.spent_before = 0.0
@@ -160,6 +165,8 @@ class Lift:
         if self.folds < FIRST_FOLDS:
             raise UserError(f"--folds {self.folds}: lift needs at least {FIRST_FOLDS} "
                             "validation folds (an interval needs 3 paired folds)")
+        if self.repeats < 1:
+            raise UserError(f"--repeats {self.repeats} must be at least 1")
         if o["teacher"] and o["teacher_model"]:
             raise UserError("give --teacher RUN_OR_WEIGHTS or --teacher-model NAME, not both")
         unknown = [m for m in o["methods"] or [] if m not in ORDER]
@@ -212,8 +219,16 @@ class Lift:
                       max(1, (os.cpu_count() or 1) // self.jobs))
         self.n_fold_train = info.n_train
 
-    def _cell_dir(self, arm: str, fold: int) -> Path:
-        return self.out / "cells" / arm / f"s0-f{fold}"
+    def unit(self, u: int) -> tuple[int, int]:
+        """Repetition and fold of validation unit ``u`` (u = r·K + fold)."""
+        return divmod(u, self.folds)
+
+    def unit_name(self, u: int) -> str:
+        r, f = self.unit(u)
+        return f"s{r}-f{f}"
+
+    def _cell_dir(self, arm: str, u: int) -> Path:
+        return self.out / "cells" / arm / self.unit_name(u)
 
     def cell_s(self, arm: str, final: bool = False) -> float:
         a = self.arms[arm]
@@ -246,7 +261,8 @@ class Lift:
     def options_key(self) -> dict[str, Any]:
         o = self.opts
         return {k: o[k] for k in ("data", "model", "recipe", "overrides", "teacher",
-                                  "teacher_model", "booster", "methods", "folds", "budget")}
+                                  "teacher_model", "booster", "methods", "folds", "repeats",
+                                  "budget")}
 
     def open_folder(self) -> None:
         out = self.out
@@ -310,17 +326,19 @@ class Lift:
             arms = [TEACHER, *arms]
         for arm in arms:
             a = self.arms[arm]
-            for f in folds:
-                rel = f"cells/{arm}/s0-f{f}"
+            for u in folds:
+                r, f = self.unit(u)
+                rel = f"cells/{arm}/{self.unit_name(u)}"
                 over: dict[str, Any] = {
                     "data.folds": self.folds, "data.fold": f, "data.folds_of": "train",
-                    "run.dir": str(self.out / "cells" / arm), "run.name": f"s0-f{f}"}
+                    "data.seed": a.recipe.data.seed + r, "train.seed": a.recipe.train.seed + r,
+                    "run.dir": str(self.out / "cells" / arm), "run.name": self.unit_name(u)}
                 needs: tuple[str, ...] = ()
                 if a.needs_teacher and TEACHER in self.arms:
-                    over["method.teacher.run"] = str(self._cell_dir(TEACHER, f))
-                    needs = (f"cells/{TEACHER}/s0-f{f}",)
+                    over["method.teacher.run"] = str(self._cell_dir(TEACHER, u))
+                    needs = (f"cells/{TEACHER}/{self.unit_name(u)}",)
                 recipe = build_recipe(a.recipe.to_dict(), over)
-                out.append(Cell(arm, 0, f, rel, recipe, self.cell_s(arm), needs))
+                out.append(Cell(arm, r, f, rel, recipe, self.cell_s(arm), needs))
         return out
 
     def final_cells(self, arms: list[str]) -> list[Cell]:
@@ -345,7 +363,8 @@ class Lift:
         t_start = self.spent()
 
         def on_record(cell: Cell, record: dict) -> None:
-            self.state["cells"][cell.rel] = {"arm": cell.arm, "fold": cell.fold,
+            self.state["cells"][cell.rel] = {"arm": cell.arm, "seed": cell.seed,
+                                             "fold": cell.fold,
                                              "end_s": round(self.spent(), 1),
                                              "wall_s": record.get("wall_time_s")}
             self.save()
@@ -368,8 +387,8 @@ class Lift:
         out = []
         for arm in self.arms:
             base = self.out / "cells" / arm
-            for f in range(self.folds):
-                path = base / f"s0-f{f}" / "cell.json"
+            for u in range(self.folds * self.repeats):
+                path = base / self.unit_name(u) / "cell.json"
                 if path.exists():
                     rec = json.loads(path.read_text())
                     if rec.get("status") == "finished":
@@ -382,13 +401,12 @@ class Lift:
 
     # -- the steps ---------------------------------------------------------------
 
-    def admit(self) -> list[str]:
-        """Round 1's arms: the light net, its ×2 twin (and the teacher it trains), then each
-        candidate in order while round 1 and the final runs fit the budget."""
-        base = [LIGHT, LONGER]
+    def check_baseline(self) -> None:
+        """Refuse a budget too small for the light net, its ×2 twin (and the teacher) on the
+        first folds and the final runs (before anything is written)."""
         first = list(range(FIRST_FOLDS))
-        need = self.fold_time(base + ([TEACHER] if TEACHER in self.arms else []), first) \
-            + self.final_time([LONGER])
+        need = self.fold_time([LIGHT, LONGER] + ([TEACHER] if TEACHER in self.arms else []),
+                              first) + self.final_time([LONGER])
         if need > self.budget - self.spent():
             raise UserError(f"--budget {self.opts['budget']} is too small for even the baseline: "
                             f"the light net and its ×2-schedule twin on {FIRST_FOLDS} validation "
@@ -396,6 +414,12 @@ class Lift:
                                "folds, ")
                             + f"and the final runs need about {duration(need)} here; give "
                             f"--budget {math.ceil(need * 1.1 / 60)}m or more")
+
+    def admit(self) -> list[str]:
+        """Round 1's arms: the light net, its ×2 twin (and the teacher it trains), then each
+        candidate in order while round 1 and the final runs fit the budget."""
+        base = [LIGHT, LONGER]
+        first = list(range(FIRST_FOLDS))
         admitted = list(base)
         for name, arm in self.arms.items():
             if arm.kind != "candidate" or name in admitted:
@@ -420,7 +444,7 @@ class Lift:
         if TEACHER in self.arms or not (self.opts["teacher"]):
             return []
         saved = self.state.setdefault("teacher_fit", {})
-        todo = [f for f in folds if str(f) not in saved]
+        todo = [u for u in folds if str(u) not in saved]
         if todo:
             from lightship.data import load_data
             from lightship.evaluate import clean_fit, evaluate
@@ -431,9 +455,11 @@ class Lift:
             src = resolve_source(self.opts["teacher"], role="teacher")
             prec = choose_precision(self.precision, light.train.channels_last,
                                     choose_device(light.train.device))
-            for f in todo:
+            for u in todo:
+                r, f = self.unit(u)
                 data = load_data(light.data.model_copy(update={
-                    "folds": self.folds, "fold": f, "folds_of": "train"}))
+                    "folds": self.folds, "fold": f, "folds_of": "train",
+                    "seed": light.data.seed + r}))
                 info = data.info
                 net = src.build(info.num_classes, info.in_chans, info.input_size)
                 net = net.to(prec.device, memory_format=prec.memory_format)
@@ -445,11 +471,11 @@ class Lift:
 
                     fit = evaluate(net, SimpleNamespace(test_batches=data.train_in_order),
                                    prec)["test_loss"]
-                saved[str(f)] = {"train_ce": fit, "test_top1": evaluate(net, data, prec)[
+                saved[str(u)] = {"train_ce": fit, "test_top1": evaluate(net, data, prec)[
                     "test_top1"]}
             self.save()
-        return [{"arm": TEACHER, "seed": 0, "fold": int(f), **v} for f, v in saved.items()
-                if int(f) in folds]
+        return [{"arm": TEACHER, "seed": self.unit(int(u))[0], "fold": self.unit(int(u))[1], **v}
+                for u, v in saved.items() if int(u) in folds]
 
     def race(self) -> None:
         st = self.state
@@ -460,7 +486,7 @@ class Lift:
         while True:
             rnd = st["rounds"][i]
             arms = [a for a in rnd["arms"]]
-            self.say(f"lift round {i + 1}: folds {', '.join(map(str, rnd['folds']))}, "
+            self.say(f"lift round {i + 1}: {', '.join(map(self.unit_name, rnd['folds']))}, "
                      f"{len(arms)} arms ({', '.join(arms)}); {duration(self.spent())} of "
                      f"{duration(self.budget)} spent")
             self.train(self.cells_for(arms, rnd["folds"]), f"lift round {i + 1}")
@@ -473,7 +499,7 @@ class Lift:
                 for name, dec in drops.items():
                     lo, hi = dec.interval or (float("nan"),) * 2
                     line = (f"behind {dec.claim.b} by {dec.estimate:+.2f} [{lo:+.2f}, {hi:+.2f}] "
-                            f"points of validation top-1 (p {dec.p:.3g}, {dec.n} folds)")
+                            f"points of validation top-1 (p {dec.p:.3g}, {dec.n} units)")
                     st["dropped"][name] = {"after_fold": last, "behind": dec.claim.b,
                                            "line": line}
                     self.say(f"  dropped {name}: {line}")
@@ -485,15 +511,17 @@ class Lift:
                 return
             alive = [a for a in arms if a != TEACHER and a not in rnd["dropped"]]
             nxt = last + 1
-            if nxt >= self.folds:
-                st["stopped"] = f"every fold raced ({self.folds})"
+            if nxt >= self.folds * self.repeats:
+                st["stopped"] = (f"every unit raced ({self.repeats} repetition(s) of the "
+                                 f"{self.folds}-fold split)")
             elif alive == [LIGHT]:
                 st["stopped"] = "every candidate dropped"
             else:
                 need = self.fold_time(alive + ([TEACHER] if self._needs_teacher(alive) else []),
                                       [nxt]) + self.final_time([a for a in alive if a != LIGHT])
                 if need > self.budget - self.spent():
-                    st["stopped"] = (f"budget: fold {nxt} and the final runs would need about "
+                    st["stopped"] = (f"budget: unit {self.unit_name(nxt)} and the final runs "
+                                     "would need about "
                                      f"{duration(need)}, {duration(self.budget - self.spent())} "
                                      "left")
                 else:
@@ -552,7 +580,8 @@ def lift(data: str, model: str, *, teacher: str | Path | None = None,
          teacher_model: str | None = None, booster: str | None = None,
          budget: str | float = "30m", methods: list[str] | None = None, jobs: int = 1,
          out: str | Path | None = None, recipe: str = "default",
-         overrides: list[str] | None = None, folds: int = 5, precision: str = "auto",
+         overrides: list[str] | None = None, folds: int = 5, repeats: int = REPEATS,
+         precision: str = "auto",
          progress: bool | None = None, quiet: bool = False,
          command: str | None = None) -> LiftResult:
     """Lift the light net ``model`` on ``data`` within ``budget`` wall time: diagnose it,
@@ -568,14 +597,16 @@ def lift(data: str, model: str, *, teacher: str | Path | None = None,
     opts = {"data": str(data), "model": model, "recipe": str(recipe),
             "overrides": list(overrides or []), "teacher": str(teacher) if teacher else None,
             "teacher_model": teacher_model, "booster": booster,
-            "methods": list(methods) if methods else None, "folds": folds,
+            "methods": list(methods) if methods else None, "folds": folds, "repeats": repeats,
             "budget": str(budget), "precision": precision,
             "command": command or "lightship lift " + " ".join(shlex.quote(a)
                                                                for a in sys.argv[1:])}
     run = Lift(opts, out, jobs, progress, quiet)
     run.plan()
-    run.open_folder()  # every input checked: from here on the folder is written
-    run.save()
+    run.open_folder()
+    if not run.state["rounds"]:
+        run.check_baseline()
+    run.save()  # every input checked: from here on the folder is written
     run.race()
     run.decide()
     if "final" not in run.state or any(v.get("status") != "finished"

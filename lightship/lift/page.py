@@ -40,12 +40,19 @@ def _status(state: Mapping[str, Any], arm: str) -> str:
     if arm in state.get("not_raced", {}):
         return f"not raced: {state['not_raced'][arm]}"
     if arm in state.get("dropped", {}):
-        return f"dropped after fold {state['dropped'][arm]['after_fold']} (behind the leader)"
+        return (f"dropped after {_unit(state, state['dropped'][arm]['after_fold'])} (behind "
+                f"{state['dropped'][arm].get('behind', 'the leader')})")
     if arm == LIGHT:
         return "baseline"
     if arm == TEACHER:
         return "teacher (trained on each fold)"
     return "raced to the end"
+
+
+def _unit(state: Mapping[str, Any], u: int) -> str:
+    """Validation unit u = r·K + fold as its cell name s<r>-f<fold>."""
+    r, f = divmod(int(u), int(state.get("options", {}).get("folds") or 1))
+    return f"s{r}-f{f}"
 
 
 def _interval(c: Mapping[str, Any] | None) -> str:
@@ -71,7 +78,7 @@ def leaderboard(state: Mapping[str, Any]) -> list[dict[str, str]]:
         c = claims.get(arm)
         rows.append({
             "arm": arm,
-            "folds": str(len(vals)),
+            "units": str(len(vals)),
             "val top-1 %": (f"{statistics.fmean(vals):.2f} ± {statistics.stdev(vals):.2f}"
                             if len(vals) > 1 else (f"{vals[0]:.2f}" if vals else "—")),
             "gain vs light [95 % CI]": _interval(c),
@@ -99,11 +106,10 @@ def summary_lines(state: Mapping[str, Any]) -> list[str]:
     out = [f"case: {diag.get('sentence', '?')}", *diag.get("lines", [])]
     claims = state.get("claims", {})
     w = state.get("winner")
-    folds = state.get("options", {}).get("folds")
     if w:
         c = claims[w]
         out.append(f"winner: {w} — {_interval(c)} points of validation top-1 over the light net "
-                   f"alone (Holm p {c['p_adjusted']:.3g}, {c['n']} of {folds} folds)")
+                   f"alone (Holm p {c['p_adjusted']:.3g}, {c['n']} validation units)")
     else:
         best = max(claims.values(), key=lambda c: c.get("estimate") or -1e9, default=None)
         extra = (f"; the largest gain, {best['arms'][0]}, {_interval(best)} points "
@@ -161,16 +167,18 @@ def to_markdown(state: Mapping[str, Any]) -> str:
              "- teacher: " + (f"{o.get('teacher') or o.get('teacher_model')} "
                               f"({p.get('teacher', 0):,} parameters)"
                               if p.get("teacher") else "none"),
-             f"- validation: {o.get('folds')} stratified folds of the training split (one "
-             "seed; unit: fold, corrected resampled interval); the test split is read once, "
-             "by the final runs",
+             f"- validation: up to {o.get('repeats')} repetition(s) of {o.get('folds')} "
+             "stratified folds of the training split (unit s<r>-f<k>: repetition r, fold k; the "
+             "corrected resampled interval of Nadeau & Bengio); the test split is read once, by "
+             "the final runs",
              f"- precision {state.get('precision')} on {state.get('cpu')}; --jobs "
              f"{state.get('jobs')}", "", "## Verdict", ""]
     lines += [f"- {line}" for line in summary_lines(state)]
     lines += ["", "## Leaderboard (validation folds)", "", _md_table(leaderboard(state)), "",
               "## The race", ""]
     for i, r in enumerate(state.get("rounds", []), 1):
-        lines.append(f"- round {i}: folds {r['folds']}, arms {', '.join(r['arms'])}"
+        lines.append(f"- round {i}: {', '.join(_unit(state, u) for u in r['folds'])}; arms "
+                     f"{', '.join(r['arms'])}"
                      + (f"; dropped {', '.join(r['dropped'])}" if r.get("dropped") else ""))
     for arm, d in state.get("dropped", {}).items():
         lines.append(f"- {arm}: {d['line']}")

@@ -83,7 +83,8 @@ class Diagnosis:
     case: str
     """not converged | underfits | at the floor | converged (no teacher)."""
     converged_folds: tuple[int, int]
-    """(folds where the ×2 twin did not lower the clean train CE beyond tolerance, folds)."""
+    """(units (repetition, fold) where the ×2 twin did not lower the clean train CE beyond
+    tolerance, units)."""
     light_ce: float | None
     longer_ce: float | None
     floor: Decision | None
@@ -94,13 +95,13 @@ class Diagnosis:
         out = []
         if n:
             out.append(f"convergence: the ×2 schedule lowers the light net's clean train CE "
-                       f"beyond max(0.01, 10 %) on {n - k} of {n} folds (mean "
+                       f"beyond max(0.01, 10 %) on {n - k} of {n} units (mean "
                        f"{self.light_ce:.4f} → {self.longer_ce:.4f})")
         if self.floor is not None:
             f = self.floor
             nums = "" if f.estimate is None else f" {f.estimate:+.4f}" + (
                 "" if f.interval is None else f" [{f.interval[0]:+.4f}, {f.interval[1]:+.4f}]")
-            out.append(f"floor: light − teacher clean train CE{nums} (n={f.n} folds): "
+            out.append(f"floor: light − teacher clean train CE{nums} (n={f.n} units): "
                        + ("the light net's floor lies above the teacher's" if f.outcome == AGREES
                           else f"not shown above the teacher's ({f.outcome}"
                                + (f": {f.reason}" if f.reason else "") + ")"))
@@ -120,8 +121,8 @@ class Diagnosis:
 
 def diagnose(cells: Sequence[Mapping], folds: int) -> Diagnosis:
     """The light net's case from its cells, its ×2 twin's (arm ``longer``) and the teacher's."""
-    light = {c.get("fold"): c for c in _finished(cells, LIGHT, "train_ce")}
-    longer = {c.get("fold"): c for c in _finished(cells, LONGER, "train_ce")}
+    light = {(c.get("seed"), c.get("fold")): c for c in _finished(cells, LIGHT, "train_ce")}
+    longer = {(c.get("seed"), c.get("fold")): c for c in _finished(cells, LONGER, "train_ce")}
     both = sorted(light.keys() & longer.keys())
     ok = [light[f]["train_ce"] - longer[f]["train_ce"] <= twin_tolerance(light[f]["train_ce"])
           for f in both]
