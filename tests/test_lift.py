@@ -199,6 +199,12 @@ def test_lift_writes_its_folder(clean_lift, capsys):
     assert len(evals) == 2 and [e.get("test_top1") is not None for e in evals] == [False, True]
 
 
+def test_report_renders(clean_lift, tmp_path):
+    from test_report import assert_renders
+
+    assert_renders(clean_lift[2] / "report.html", tmp_path)
+
+
 def test_poisoned_test_labels_leave_the_choice_unchanged(clean_lift, tmp_path):
     _, state, _ = clean_lift
     bad = _npz(tmp_path / "bad.npz", poison=True)
@@ -249,6 +255,27 @@ def test_small_budget_is_kept(tmp_path):
     # the budget bound: some arm or fold was left out, and the command kept to it
     assert state["not_raced"] or state["stopped"].startswith("budget")
     assert state["wall_s"] <= 1.1 * budget + 5
+
+
+def test_a_trained_teacher_is_measured_on_each_fold(clean_lift, tmp_path):
+    """--teacher RUN: the teacher is not retrained; its floor is its clean train CE on each
+    validation fold's training part, and the transfer arms read it."""
+    data = clean_lift[0]
+    assert main(["train", "--data", str(data), "--model", "resnet8", "--epochs", "2",
+                 "--out", str(tmp_path / "runs"), "--name", "heavy", "--no-progress"]) == 0
+    args = list(ARGS)
+    i = args.index("--teacher-model")
+    args[i:i + 2] = ["--teacher", str(tmp_path / "runs" / "heavy")]
+    assert main(["lift", "--data", str(data), *args, "--budget", "20m",
+                 "--out", str(tmp_path / "lift")]) == 0
+    state = json.loads((tmp_path / "lift" / "lift.json").read_text())
+    assert sorted(state["teacher_fit"]) == ["0", "1", "2"]
+    assert not (tmp_path / "lift" / "cells" / "teacher").exists()
+    assert state["diagnosis"]["floor"] is not None
+    from lightship.recipe import load_saved_recipe
+
+    kd = load_saved_recipe(tmp_path / "lift" / "cells" / "kd" / "s0-f0" / "recipe.yaml")
+    assert kd.method.teacher.run == str((tmp_path / "runs" / "heavy").resolve())
 
 
 @pytest.mark.parametrize("case,extra,words", [

@@ -111,8 +111,10 @@ def _params(net: Any) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def _fold_data_info(light: Recipe, folds: int) -> tuple[Any, int]:
-    """Info of validation fold 0 and the number of training images of the whole split."""
+def _fold_data_info(light: Recipe, folds: int) -> tuple[Any, int, float]:
+    """Info of validation fold 0, the number of training images of the whole split, and the
+    seconds an epoch spends streaming data from disk (an ImageFolder: one pass of the training
+    part and one of the validation part, timed; 0 for data held in memory)."""
     from lightship.data import load_data
 
     cfg = light.data.model_copy(update={"folds": folds, "fold": 0, "folds_of": "train"})
@@ -126,12 +128,25 @@ def _fold_data_info(light: Recipe, folds: int) -> tuple[Any, int]:
                         f"validation folds from the training images, so give at least {folds} "
                         f"training images of every class (or --folds {FIRST_FOLDS})") from None
     info = data.info
-    return info, info.n_train + info.n_test
+    stream_s = 0.0
+    if not hasattr(data, "train_eval_batches"):  # streamed from disk: time one epoch of it
+        from lightship.build import build_augment
+
+        t0 = time.perf_counter()
+        for _ in data.train_batches(light.train.batch_size, 0, 0, build_augment(light, info)):
+            pass
+        for _ in data.test_batches(512):
+            pass
+        stream_s = time.perf_counter() - t0
+    return info, info.n_train + info.n_test, stream_s
 
 
-def _cell_seconds(arm: LiftArm, n_train: int) -> float:
+def _cell_seconds(arm: LiftArm, n_train: int, stream_s: float = 0.0) -> float:
+    """Predicted seconds of a cell: its timed steps, the data it streams (``stream_s`` per
+    epoch), the evaluations and start."""
     r = arm.recipe.train
-    return OVERHEAD * arm.step_s * math.ceil(n_train / r.batch_size) * r.epochs + START_S
+    return (OVERHEAD * arm.step_s * math.ceil(n_train / r.batch_size) + stream_s) * r.epochs \
+        + START_S
 
 
 def makespan(durations: list[tuple[float, bool]], jobs: int) -> float:
@@ -174,7 +189,7 @@ class Lift:
             raise UserError(f"--methods: no candidate '{unknown[0]}'"
                             f"{closest(unknown[0], ORDER)}; candidates: {', '.join(ORDER)}")
         light = _light_recipe(o["recipe"], o["model"], o["data"], o["overrides"])
-        self.info, self.n_train = _fold_data_info(light, self.folds)
+        self.info, self.n_train, self.stream_s = _fold_data_info(light, self.folds)
         info = self.info
         from lightship.build import build_model
 
@@ -233,7 +248,8 @@ class Lift:
     def cell_s(self, arm: str, final: bool = False) -> float:
         a = self.arms[arm]
         scale = self.state.get("scale", 1.0)
-        return scale * _cell_seconds(a, self.n_train if final else self.n_fold_train)
+        n = self.n_train if final else self.n_fold_train
+        return scale * _cell_seconds(a, n, self.stream_s * n / self.n_fold_train)
 
     def _needs_teacher(self, arms: list[str]) -> bool:
         return TEACHER in self.arms and any(self.arms[a].needs_teacher for a in arms)
@@ -294,6 +310,7 @@ class Lift:
                                 f"add --precision {saved['precision']} or give another --out")
             self.state = saved
             self.spent_before = float(saved.get("spent_s", 0.0))
+            self.stream_s = float(saved.get("stream_s", self.stream_s))
             for name, step in saved["step_s"].items():  # the plan's timings, not new ones
                 if name in self.arms:
                     self.arms[name].step_s = step
@@ -305,6 +322,7 @@ class Lift:
                           "cpu": cpu_kind(), "jobs": self.jobs, "budget_s": self.budget,
                           "params": self.params,
                           "step_s": {n: a.step_s for n, a in self.arms.items()},
+                          "stream_s": self.stream_s,
                           "not_applicable": {n: a.why_not for n, a in self.arms.items()
                                              if a.why_not},
                           "rounds": [], "dropped": {}, "not_raced": {}, "cells": {},
@@ -418,7 +436,7 @@ class Lift:
     def admit(self) -> list[str]:
         """Round 1's arms: the light net, its ×2 twin (and the teacher it trains), then each
         candidate in order while round 1 and the final runs fit the budget."""
-        base = [LIGHT, LONGER]
+        base = [LIGHT, LONGER] + ([TEACHER] if TEACHER in self.arms else [])  # its floor
         first = list(range(FIRST_FOLDS))
         admitted = list(base)
         for name, arm in self.arms.items():
@@ -427,9 +445,8 @@ class Lift:
             if arm.why_not:
                 continue
             trial = admitted + [name]
-            with_teacher = trial + ([TEACHER] if self._needs_teacher(trial) else [])
-            need = self.fold_time(with_teacher, first) + self.final_time(
-                [a for a in trial if a != LIGHT])
+            need = self.fold_time(trial, first) + self.final_time(
+                [a for a in trial if a not in (LIGHT, TEACHER)])
             if need <= self.budget - self.spent():
                 admitted = trial
             else:

@@ -209,7 +209,7 @@ def _figures(state: Mapping[str, Any]) -> list[tuple[str, str]]:
             if c.get("estimate") is None:
                 continue
             iv = c.get("interval") or [c["estimate"], c["estimate"]]
-            color = "C2" if c["outcome"] == "agrees" else "0.4"
+            color = {"agrees": "C2", "contradicts": "C3"}.get(c["outcome"], "0.4")
             ax.errorbar([c["estimate"]], [i], xerr=[[c["estimate"] - iv[0]],
                                                     [iv[1] - c["estimate"]]],
                         fmt="o", capsize=3, color=color)
@@ -217,8 +217,8 @@ def _figures(state: Mapping[str, Any]) -> list[tuple[str, str]]:
         ax.set_yticks(range(len(claims)), list(claims))
         ax.invert_yaxis()
         ax.set_xlabel("validation top-1 gain over the light net alone, points (95 % CI; green: "
-                      "beats it after Holm)")
-        figs.append(("Leaderboard", _png(fig)))
+                      "beats it after Holm, red: behind it after Holm)")
+        figs.append(("Gains over the light net alone", _png(fig)))
     cells = state.get("cells", {})
     if cells:
         arms = list(dict.fromkeys(v["arm"] for v in cells.values()))
@@ -234,11 +234,15 @@ def _figures(state: Mapping[str, Any]) -> list[tuple[str, str]]:
             ends = [v["end_s"] for v in cells.values() if v["arm"] == arm]
             if arm in arms and ends:
                 ax.plot([max(ends)], [arms.index(arm)], "x", color="C3", ms=9)
-        ax.axvline(state.get("budget_s", 0), color="C3", ls="--", lw=1)
+        last = max(v["end_s"] for v in cells.values())
+        budget = state.get("budget_s", 0)
+        if budget <= 1.5 * last:  # else the bars would shrink to a corner
+            ax.axvline(budget, color="C3", ls="--", lw=1)
+        ax.set_xlim(0, max(last, budget if budget <= 1.5 * last else 0) * 1.03)
         ax.set_yticks(range(len(arms)), arms)
         ax.invert_yaxis()
-        ax.set_xlabel("wall time, s (bars: cells, orange: final runs; ×: dropped; dashed: the "
-                      "budget)")
+        ax.set_xlabel(f"wall time, s (bars: each cell's training, orange: final runs; ×: dropped; "
+                      f"dashed: the budget, {budget:.0f} s)")
         figs.append(("The race over time", _png(fig)))
     val = [c for c in state.get("validation", []) if c.get("train_ce") is not None]
     if val:
