@@ -12,6 +12,7 @@ from typing import Any
 
 from lightship.fileio import atomic_write_text
 from lightship.lift.race import LIGHT, METRIC, TEACHER
+from lightship.studies.analysis import md_table
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -91,15 +92,6 @@ def leaderboard(state: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def _md_table(rows: list[dict[str, str]]) -> str:
-    if not rows:
-        return ""
-    head = list(rows[0])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r[h].replace("|", "/") for h in head) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def summary_lines(state: Mapping[str, Any]) -> list[str]:
     """What the command prints and both pages open with."""
     diag = state.get("diagnosis", {})
@@ -174,7 +166,7 @@ def to_markdown(state: Mapping[str, Any]) -> str:
              f"- precision {state.get('precision')} on {state.get('cpu')}; --jobs "
              f"{state.get('jobs')}", "", "## Verdict", ""]
     lines += [f"- {line}" for line in summary_lines(state)]
-    lines += ["", "## Leaderboard (validation folds)", "", _md_table(leaderboard(state)), "",
+    lines += ["", "## Leaderboard (validation folds)", "", md_table(leaderboard(state)), "",
               "## The race", ""]
     for i, r in enumerate(state.get("rounds", []), 1):
         lines.append(f"- round {i}: {', '.join(_unit(state, u) for u in r['folds'])}; arms "

@@ -325,11 +325,13 @@ def scoreboard_rows(res: Analysis) -> list[dict[str, str]]:
 
 
 def md_table(rows: list[dict[str, str]]) -> str:
+    """A markdown table of rows (dicts with the same keys); a '|' inside a value is escaped."""
     if not rows:
         return ""
     head = list(rows[0])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(r[h]).replace("|", "\\|") for h in head) + " |"
+              for r in rows]
     return "\n".join(lines) + "\n"
 
 
