@@ -58,8 +58,19 @@ def rows(result: dict) -> list[str]:
                    f"{c['unit']}, {c['n']} | {c['converged'][0]}/{c['converged'][1]} |")
     out.append(f"| {result['study']} | *{result['cells_done']}/{result['cells_total']} cells, "
                f"{minutes(wall)} wall ({', '.join(str(s['jobs']) for s in result['sessions'])}"
-               f" jobs), {result.get('precision')}, {result.get('data')}* | | | | | |")
+               f" jobs), {_precisions(result)}, {result.get('data')}* | | | | | |")
     return out
+
+
+def _precisions(result: dict) -> str:
+    """What the cells trained in (study.json's trained_in: precision → arms); the plan's pin
+    only where an older study.json lacks it."""
+    trained = result.get("trained_in")
+    if not trained:
+        return str(result.get("precision"))
+    if len(trained) == 1:
+        return next(iter(trained))
+    return " / ".join(f"{p} ({len(arms)} arms)" for p, arms in trained.items())
 
 
 def main(argv: list[str] | None = None) -> int:

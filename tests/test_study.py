@@ -463,7 +463,8 @@ def uninterrupted(tmp_path_factory) -> Path:
     assert "6/6 cells" in proc.stdout
     from lightship.train.precision import cpu_kind
 
-    setup = f"precision {_auto_here()} (pinned on {cpu_kind()}); this CPU: {cpu_kind()}"
+    # underfit's arms use the baseline recipe, which sets fp32: the pin of auto does not apply
+    setup = f"precision fp32 (the recipes' own); this CPU: {cpu_kind()}"
     lines = proc.stdout.splitlines()
     assert lines[0].endswith(f"cells done; {setup}")
     assert any(ln.startswith(f"study underfit (quick): 6/6 cells; {setup}; ") for ln in lines)
@@ -542,9 +543,11 @@ def test_report_accepts_a_study_folder(uninterrupted, capsys):
     assert _stable(after) == _stable(before)
     md = (uninterrupted / "study.md").read_text()
     for needle in ("## Verdicts", "## Paired comparisons", "resnet8 ×0.125", "underfit.png",
-                   f"- precision: **{_auto_here()}** in every cell"):
-        assert needle in md
+                   "- precision: **fp32** (resnet8-x0.125, resnet8-x0.5, resnet8-x1: their "
+                   "recipes' own)"):  # baseline sets fp32; the pin of auto does not apply
+        assert needle in md, needle
     assert after["precision"] == _auto_here() and after["sessions"][0]["cpu"]
+    assert after["trained_in"] == {"fp32": ["resnet8-x0.125", "resnet8-x0.5", "resnet8-x1"]}
     assert (uninterrupted / "underfit.png").stat().st_size > 1000
     assert len(list((uninterrupted / "curves").glob("*.png"))) == 3
 

@@ -355,7 +355,7 @@ def to_json(res: Analysis, verdicts: list[str], wall: dict[str, Any]) -> dict[st
             "budget_note": res.budget.note, "data": plan.data, "folds": plan.folds,
             "seeds": plan.seeds, "epochs": max((c.recipe.train.epochs for c in plan.cells),
                                                default=None),
-            "precision": plan.precision, "plan_cpu": plan.cpu,
+            "precision": plan.precision, "plan_cpu": plan.cpu, "trained_in": plan.trained_in(),
             "command": plan.command, "complete": res.complete, "cells_done": res.n_done,
             "cells_total": res.n_total, "unit": res.unit,
             "claims": [d.to_dict() for d in res.decisions],
@@ -386,8 +386,13 @@ def _wall_line(wall: dict[str, Any]) -> str:
 def _precision_line(plan: Plan) -> str:
     if plan.precision is None:
         return "not pinned (the plan predates it): train.precision auto as each machine chose"
-    return (f"**{plan.precision}** in every cell whose recipe says auto (what auto became on "
-            f"{plan.cpu}, pinned in plan.json)")
+    parts = []
+    for prec, arms in plan.trained_in().items():
+        auto = [a for a in arms if a in plan.auto_arms]
+        why = ("their recipes' own" if not auto else
+               f"train.precision auto, pinned in plan.json: what auto became on {plan.cpu}")
+        parts.append(f"**{prec}** ({', '.join(arms)}: {why})")
+    return "; ".join(parts)
 
 
 def to_markdown(res: Analysis, verdicts: list[str], wall: dict[str, Any],

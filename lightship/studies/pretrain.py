@@ -104,7 +104,7 @@ class Pretrain(Study):
             "converged are confirmed by their ×2-schedule twins"), confirm=True,
             measured=("23 min 24 s with a CI run beside it (100 cells + 9 twins), 72/100 cells "
                       "converged: ×1 at 100 %, the small-batch scratch cells and GN source not "
-                      "(2026-12-02, AMD EPYC, bf16)"),
+                      "(2026-12-02, AMD EPYC, fp32: the baseline recipe's own)"),
             options={"width": 0.5, "gn_groups": 4, "batch": 16, "small_batch": 8,
                      "fractions": (1.0, 0.1, 0.01), "schedules": (1, 2, 3), "source_x": 2,
                      "data": "mnist5k",

@@ -88,7 +88,7 @@ class RocketStudy(Study):
             options={"width": 0.25, "fraction": 1.0}, confirm=True,
             measured=("11 min 12 s (42 cells, then 13 twins in a second session), 29/42 cells "
                       "converged: KD, Rocket interval and both ablations not (2026-12-02, AMD "
-                      "EPYC, bf16)")),
+                      "EPYC, fp32: the baseline recipe's own)")),
         "full": Budget("full", epochs=200, seeds=3, folds=None, data=None, note=(
             "the paper's CIFAR setting: wrn-16-1 / wrn-40-1 at full width, 200 epochs, lr × 0.2 "
             "at 60/120/160; give --data PATH/cifar-10-batches-py (or cifar-100) and a GPU"),

@@ -78,9 +78,32 @@ class Plan:
     pinned it, whose cells keep ``auto``)."""
     cpu: str = ""
     """The CPU where the plan was made (:func:`cpu_kind`)."""
+    auto_arms: frozenset[str] = frozenset()
+    """Arms whose recipe says ``train.precision: auto`` (the pin applies to them only; the
+    others train in their recipe's own precision, e.g. the `baseline` preset's fp32)."""
+
+    def trained_in(self) -> dict[str, list[str]]:
+        """Precision → the arms whose cells train in it."""
+        out: dict[str, list[str]] = {}
+        for c in self.cells:
+            arms = out.setdefault(c.recipe.train.precision, [])
+            if c.arm not in arms:
+                arms.append(c.arm)
+        return out
 
     def setup(self) -> str:
-        """The pinned precision and the CPU it was chosen on, for printed lines."""
+        """What the cells train in (the pin where a recipe says auto) and the CPU, for printed
+        lines."""
+        if self.precision is not None:
+            parts = []
+            for prec, arms in self.trained_in().items():
+                auto = [a for a in arms if a in self.auto_arms]
+                why = (f"auto, pinned on {self.cpu}" if len(auto) == len(arms) else
+                       "the recipes' own" if not auto else
+                       f"auto for {', '.join(auto)}, pinned on {self.cpu}")
+                parts.append(f"{prec} ({why})" if len(self.trained_in()) == 1 else
+                             f"{prec} for {', '.join(arms)} ({why})")
+            return f"precision {'; '.join(parts)}; this CPU: {cpu_kind()}"
         if self.precision is None:
             return "precision not pinned (the plan predates it): train.precision auto per machine"
         return f"precision {self.precision} (pinned on {self.cpu}); this CPU: {cpu_kind()}"
@@ -204,6 +227,7 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                     load_data(recipe.data)  # its folds fit, before plan.json (or 10⁶ cells)
                 cells.append(Cell(arm.name, seed, fold, rel, recipe,
                                   arm.cost * recipe.train.epochs, needs))
+    auto_arms = frozenset(c.arm for c in cells if c.recipe.train.precision == "auto")
     pinned = None if unpinned else pin_precision(cells, precision)
     if saved is not None and not unpinned and saved["precision"] != pinned:
         raise UserError(f"{out} was planned in {saved['precision']} (on {saved.get('cpu')}) but "
@@ -211,7 +235,7 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                         f"precisions in one comparison; add --precision {saved['precision']} to "
                         f"continue it as planned, or give a new --out for a {pinned} study")
     return Plan(study, budget, data, seed_list, k, out, cells, command, chosen, pinned,
-                (saved or {}).get("cpu") or cpu_kind())
+                (saved or {}).get("cpu") or cpu_kind(), auto_arms)
 
 
 TWINS = "twins"

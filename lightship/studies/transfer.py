@@ -98,7 +98,7 @@ class Transfer(Study):
                      "fraction": 1.0}, confirm=True,
             measured=(
                 "20 min 08 s (60 cells + 23 twins), 38/60 cells converged: AT, DML and both "
-                "adversarial arms not (2026-12-02, AMD EPYC, bf16)")),
+                "adversarial arms not (2026-12-02, AMD EPYC, fp32: the baseline recipe's own)")),
         "full": Budget("full", epochs=164, seeds=3, folds=None, data=None, note=(
             "CIFAR-10, resnet8 ×0.25 light net, resnet8 ×1 teacher, resnet20 ×0.25 booster, "
             "164 epochs of the baseline recipe; give --data PATH/cifar-10-batches-py and a GPU"),

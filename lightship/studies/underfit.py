@@ -47,7 +47,8 @@ class Underfit(Study):
             options={"widths": (0.125, 0.25, 0.5, 1.0, 2.0), "fraction": 1.0}, confirm=True,
             measured=(
                 "10 min 37 s (45 cells + 9 twins), 36/45 cells converged: ×0.125 not (the "
-                "claims: not settled, under-trained) (2026-12-02, AMD EPYC, bf16)")),
+                "claims: not settled, under-trained) (2026-12-02, AMD EPYC, fp32: the baseline "
+                "recipe's own; the same numbers with --precision fp32, 10 min 37 s)")),
         "full": Budget("full", epochs=164, seeds=3, folds=None, data=None, note=(
             "CIFAR-10, resnet8 ×0.125 … ×4, 164 epochs of the 2016 ResNet recipe; give --data "
             "PATH/cifar-10-batches-py and a GPU"),
