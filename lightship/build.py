@@ -8,6 +8,7 @@ section).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -41,6 +42,20 @@ def build_model(recipe: Recipe, num_classes: int, in_chans: int, input_size: int
                         variant=m.variant, plain=m.plain, width=m.width, dropout=m.dropout)
 
 
+def partner_builder(recipe: Recipe, info: Any, prec: Precision) -> Callable[[str], nn.Module]:
+    """Builds a registry net by name with the student's model options for data of ``info``'s
+    shape, on the precision's device and memory format, in train mode (rocket's booster, dml's
+    peers)."""
+
+    def partner(name: str) -> nn.Module:
+        cfg = recipe.model.model_copy(update={"name": name})
+        net = build_model(recipe.model_copy(update={"model": cfg}), info.num_classes,
+                          info.in_chans, info.input_size)
+        return net.to(prec.device, memory_format=prec.memory_format).train()
+
+    return partner
+
+
 def build_objective(recipe: Recipe, model: nn.Module, data: Any, prec: Precision,
                     augment: Augment, quiet: bool = False) -> tuple[Objective, dict[str, float]]:
     """The method's objective for this recipe, and the teacher's measured test numbers (if any).
@@ -62,12 +77,7 @@ def build_objective(recipe: Recipe, model: nn.Module, data: Any, prec: Precision
     if method.name == "supervised":
         return Supervised(label_smoothing=recipe.train.label_smoothing), {}
 
-    def partner(name: str) -> nn.Module:
-        cfg = recipe.model.model_copy(update={"name": name})
-        net = build_model(recipe.model_copy(update={"model": cfg}), info.num_classes,
-                          info.in_chans, info.input_size)
-        return net.to(prec.device, memory_format=prec.memory_format).train()
-
+    partner = partner_builder(recipe, info, prec)
     measured: dict[str, float] = {}
     if teacher is not None:
         teacher = teacher.to(prec.device, memory_format=prec.memory_format)

@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             parser = make_parser()  # imports torch: seconds in which Ctrl-C is common
             args = parser.parse_args(argv)
+            args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given
             if not getattr(args, "func", None):
                 parser.print_help()
                 return 2

@@ -30,6 +30,15 @@ def clean_fit(model: nn.Module, data: Any, prec: Precision) -> dict[str, float]:
     return {"train_ce_clean": res["test_loss"], "train_top1_clean": res["test_top1"]}
 
 
+def train_fit(model: nn.Module, data: Any, prec: Precision) -> dict[str, float]:
+    """:func:`clean_fit` of any dataset: an ImageFolder's training images are streamed once
+    more, in order (what a study cell or a lift's teacher is measured on)."""
+    if hasattr(data, "train_eval_batches"):
+        return clean_fit(model, data, prec)
+    res = evaluate(model, SimpleNamespace(test_batches=data.train_in_order), prec)
+    return {"train_ce_clean": res["test_loss"], "train_top1_clean": res["test_top1"]}
+
+
 def evaluate(model: nn.Module, data: Any, prec: Precision, batch_size: int = 512,
              tta: bool = False) -> dict[str, float]:
     """Top-1, top-5 and mean CE loss on the test split (model put in eval mode, then restored).
@@ -149,10 +158,6 @@ def measure_fit(run_dir: Path | str) -> dict[str, Any]:
     model = src.build(info.num_classes, info.in_chans, info.input_size)
     model = model.to(device, memory_format=prec.memory_format)
     data.to(device)
-    if hasattr(data, "train_eval_batches"):
-        fit = clean_fit(model, data, prec)
-    else:  # an ImageFolder: its training images streamed once more, in order
-        res = evaluate(model, SimpleNamespace(test_batches=data.train_in_order), prec)
-        fit = {"train_ce_clean": res["test_loss"], "train_top1_clean": res["test_top1"]}
+    fit = train_fit(model, data, prec)
     return {"train_ce": fit["train_ce_clean"], "train_top1": fit["train_top1_clean"],
             "n_train": info.n_train, "n_test": info.n_test}

@@ -12,7 +12,7 @@ teacher and one step runs: that same step, timed, is the candidate's cost.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,7 +46,6 @@ class LiftArm:
     """Seconds per training step measured by :func:`measure_steps` (0: not measured)."""
     why_not: str | None = None
     """Why a candidate does not apply to this pair (it is then never trained)."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _tree_with(recipe: Recipe, over: dict[str, Any]) -> Recipe:
@@ -109,7 +108,7 @@ def measure_steps(arms: list[LiftArm], info: Any, teacher_net: torch.nn.Module |
     """Time one training step (forward, loss, backward) of every arm on random inputs of the
     data's shape, with ``threads`` torch threads (a worker's share); a candidate whose
     objective does not build or step does not apply (``why_not``). Sets ``step_s``."""
-    from lightship.build import build_model
+    from lightship.build import build_model, partner_builder
     from lightship.methods.objective import TermObjective
     from lightship.methods.supervised import Supervised
     from lightship.train.precision import choose_device, choose_precision
@@ -136,18 +135,12 @@ def measure_steps(arms: list[LiftArm], info: Any, teacher_net: torch.nn.Module |
                 if r.method.name == "supervised":
                     objective: Any = Supervised(label_smoothing=r.train.label_smoothing)
                 else:
-                    def partner(name: str, r: Recipe = r, prec: Any = prec) -> torch.nn.Module:
-                        cfg = r.model.model_copy(update={"name": name})
-                        net = build_model(r.model_copy(update={"model": cfg}), info.num_classes,
-                                          info.in_chans, info.input_size)
-                        return net.to(prec.device, memory_format=prec.memory_format).train()
-
                     t = teacher_net if r.method.needs_teacher else None
                     if t is not None:
                         t = t.to(prec.device, memory_format=prec.memory_format).eval()
                     objective = TermObjective(r.method, model, t, r.train.label_smoothing,
                                               (info.in_chans, info.input_size), r.model.name,
-                                              partner)
+                                              partner_builder(r, info, prec))
                 b = min(r.train.batch_size, 256)
                 x = torch.randn(b, info.in_chans, info.input_size, info.input_size,
                                 device=prec.device).contiguous(memory_format=prec.memory_format)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 from lightship import interrupt
@@ -13,6 +12,7 @@ from lightship.train.precision import PRECISIONS
 
 def cmd_lift(args: argparse.Namespace) -> int:
     from lightship.lift.core import lift
+    from lightship.studies.runner import command_line
 
     try:
         lift(args.data, args.model, teacher=args.teacher, teacher_model=args.teacher_model,
@@ -20,28 +20,13 @@ def cmd_lift(args: argparse.Namespace) -> int:
              methods=[m for m in (args.methods or "").split(",") if m] or None,
              jobs=args.jobs, out=args.out, recipe=args.recipe, overrides=args.set or [],
              folds=args.folds, repeats=args.repeats, precision=args.precision,
-             progress=False if args.no_progress else None, command=_command(args))
+             progress=False if args.no_progress else None, command=command_line(args.argv))
     except KeyboardInterrupt:
         print(f"lightship: {interrupt.stopped()}; run the same command again to continue the "
               "lift (finished cells and decisions are kept, the interrupted cell resumes)",
               file=sys.stderr)
         return interrupt.exit_code()
     return 0
-
-
-def _command(args: argparse.Namespace) -> str:
-    """The command as given (from the parsed options: lift may be called through main(argv))."""
-    parts = ["lightship", "lift", "--data", args.data, "--model", args.model]
-    for flag in ("teacher", "teacher_model", "booster", "budget", "methods", "recipe", "folds",
-                 "repeats", "jobs", "out", "precision"):
-        value = getattr(args, flag)
-        default = {"budget": "30m", "recipe": "default", "folds": 5, "repeats": 4, "jobs": 1,
-                   "precision": "auto"}.get(flag)
-        if value is not None and value != default:
-            parts += [f"--{flag.replace('_', '-')}", str(value)]
-    for item in args.set or []:
-        parts += ["--set", item]
-    return " ".join(shlex.quote(p) for p in parts)
 
 
 def add_lift_parser(sub) -> argparse.ArgumentParser:

@@ -45,10 +45,18 @@ from typing import Any
 from lightship.errors import UserError, closest
 from lightship.fileio import user_path
 from lightship.lift.arms import ORDER, LiftArm, candidate_arms, measure_steps, teacher_recipe
+from lightship.lift.page import duration, unit_name, write_pages
 from lightship.lift.race import LIGHT, LONGER, TEACHER, behind, diagnose, recommend
 from lightship.recipe import Recipe, build_recipe
 from lightship.runs import write_json
-from lightship.studies.runner import Cell, check_recipes, pin_precision, run_cells
+from lightship.studies.cells import cell_state
+from lightship.studies.runner import (
+    Cell,
+    check_recipes,
+    pin_precision,
+    read_folder_state,
+    run_cells,
+)
 
 FORMAT = "lightship-lift-1"
 FIRST_FOLDS = 3
@@ -83,12 +91,6 @@ def parse_budget(text: str | float | int) -> float:
     if not seconds > 0:
         raise UserError(f"--budget {text} must be more than 0")
     return seconds
-
-
-def duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 @dataclass
@@ -225,11 +227,7 @@ class Lift:
         for arm in candidate_arms(light, teacher_keys, o["booster"]):
             if arm.name in chosen:
                 self.arms[arm.name] = arm
-        recipes = {n: a.recipe for n, a in self.arms.items()}
-        probe = [Cell(n, 0, 0, n, r, 0.0) for n, r in recipes.items()]
-        self.precision = pin_precision(probe, o["precision"])
-        for cell in probe:
-            self.arms[cell.arm].recipe = cell.recipe
+        self.precision = pin_precision([a.recipe for a in self.arms.values()], o["precision"])
         measure_steps(list(self.arms.values()), info, teacher_net,
                       max(1, (os.cpu_count() or 1) // self.jobs))
         self.n_fold_train = info.n_train
@@ -239,8 +237,7 @@ class Lift:
         return divmod(u, self.folds)
 
     def unit_name(self, u: int) -> str:
-        r, f = self.unit(u)
-        return f"s{r}-f{f}"
+        return unit_name(u, self.folds)
 
     def _cell_dir(self, arm: str, u: int) -> Path:
         return self.out / "cells" / arm / self.unit_name(u)
@@ -282,21 +279,7 @@ class Lift:
 
     def open_folder(self) -> None:
         out = self.out
-        saved = None
-        if out.exists():
-            if not out.is_dir():
-                raise UserError(f"--out {out} is a file; give a folder for the lift")
-            path = out / "lift.json"
-            if path.exists():
-                try:
-                    saved = json.loads(path.read_text())
-                except (OSError, json.JSONDecodeError):
-                    saved = None
-                if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-                    raise UserError(f"{path} is not a lightship lift; give another --out")
-            elif any(out.iterdir()):
-                raise UserError(f"--out {out} is not empty and holds no lift (no lift.json); "
-                                "give a new or empty folder")
+        saved = read_folder_state(out, "lift.json", FORMAT, "lift", "lightship lift")
         if saved is not None:
             mine = self.options_key()
             for key, value in saved["options"].items():
@@ -337,44 +320,45 @@ class Lift:
 
     # -- cells -----------------------------------------------------------------
 
+    def _with_teacher(self, arms: list[str]) -> list[str]:
+        """``arms``, led by the teacher when one of them reads the teacher the lift trains."""
+        return [TEACHER, *arms] if self._needs_teacher(arms) and TEACHER not in arms else arms
+
+    def _cell(self, arm: str, rel: str, seed: int, fold: int | None, over: dict[str, Any],
+              teacher_rel: str, final: bool = False) -> Cell:
+        """The cell of ``arm`` at ``rel``: its recipe with ``over``; an arm that reads a teacher
+        the lift trains reads (and waits for) the teacher cell at ``teacher_rel``."""
+        a = self.arms[arm]
+        needs: tuple[str, ...] = ()
+        if a.needs_teacher and TEACHER in self.arms:
+            over = {**over, "method.teacher.run": str(self.out / teacher_rel)}
+            needs = (teacher_rel,)
+        return Cell(arm, seed, fold, rel, build_recipe(a.recipe.to_dict(), over),
+                    self.cell_s(arm, final), needs)
+
     def cells_for(self, arms: list[str], folds: list[int]) -> list[Cell]:
+        """The cells of ``arms`` on validation units ``folds`` (and the teacher's they read)."""
         out = []
-        needs_teacher = self._needs_teacher(arms)
-        if needs_teacher and TEACHER not in arms:
-            arms = [TEACHER, *arms]
-        for arm in arms:
+        for arm in self._with_teacher(arms):
             a = self.arms[arm]
             for u in folds:
                 r, f = self.unit(u)
-                rel = f"cells/{arm}/{self.unit_name(u)}"
+                name = self.unit_name(u)
                 over: dict[str, Any] = {
                     "data.folds": self.folds, "data.fold": f, "data.folds_of": "train",
                     "data.seed": a.recipe.data.seed + r, "train.seed": a.recipe.train.seed + r,
-                    "run.dir": str(self.out / "cells" / arm), "run.name": self.unit_name(u)}
-                needs: tuple[str, ...] = ()
-                if a.needs_teacher and TEACHER in self.arms:
-                    over["method.teacher.run"] = str(self._cell_dir(TEACHER, u))
-                    needs = (f"cells/{TEACHER}/{self.unit_name(u)}",)
-                recipe = build_recipe(a.recipe.to_dict(), over)
-                out.append(Cell(arm, r, f, rel, recipe, self.cell_s(arm), needs))
+                    "run.dir": str(self.out / "cells" / arm), "run.name": name}
+                out.append(self._cell(arm, f"cells/{arm}/{name}", r, f, over,
+                                      f"cells/{TEACHER}/{name}"))
         return out
 
     def final_cells(self, arms: list[str]) -> list[Cell]:
-        out = []
-        if self._needs_teacher(arms):
-            arms = [TEACHER, *arms]
-        for arm in dict.fromkeys(arms):
-            a = self.arms[arm]
-            over: dict[str, Any] = {"run.dir": str(self.out / "final"), "run.name": arm,
-                                    "train.eval_every": 10**6}  # the test split: once, at the end
-            needs: tuple[str, ...] = ()
-            if a.needs_teacher and TEACHER in self.arms:
-                over["method.teacher.run"] = str(self.out / "final" / TEACHER)
-                needs = (f"final/{TEACHER}",)
-            recipe = build_recipe(a.recipe.to_dict(), over)
-            out.append(Cell(arm, 0, None, f"final/{arm}", recipe, self.cell_s(arm, True),
-                            needs))
-        return out
+        """The final runs of ``arms`` on all training images; the test split is evaluated once,
+        at the end (``train.eval_every`` beyond the schedule)."""
+        return [self._cell(arm, f"final/{arm}", 0, None,
+                           {"run.dir": str(self.out / "final"), "run.name": arm,
+                            "train.eval_every": 10**6}, f"final/{TEACHER}", final=True)
+                for arm in dict.fromkeys(self._with_teacher(arms))]
 
     def train(self, cells: list[Cell], title: str) -> dict[str, dict]:
         check_recipes(self.out, cells)
@@ -387,15 +371,14 @@ class Lift:
                                              "wall_s": record.get("wall_time_s")}
             self.save()
 
+        whole = not any(cell_state(self.out / c.rel) == "done" for c in cells)
         t = time.perf_counter()
         predicted = makespan([(c.units, c.arm == TEACHER) for c in cells], self.jobs)
         records = run_cells(self.out, cells, self.jobs, title,
                             f"{duration(t_start)} of {duration(self.budget)} spent",
                             self.progress, self.quiet, on_record)
         took = time.perf_counter() - t
-        fresh = [c for c in cells if c.rel in self.state["cells"]
-                 and self.state["cells"][c.rel]["end_s"] > t_start]
-        if fresh and predicted > 30 and len(fresh) == len(cells):  # calibrate the cost model
+        if whole and predicted > 30:  # every cell trained now: calibrate the cost model
             ratio = min(4.0, max(0.5, took / predicted))
             self.state["scale"] = self.state.get("scale", 1.0) * ratio
         self.save()
@@ -464,7 +447,7 @@ class Lift:
         todo = [u for u in folds if str(u) not in saved]
         if todo:
             from lightship.data import load_data
-            from lightship.evaluate import clean_fit, evaluate
+            from lightship.evaluate import evaluate, train_fit
             from lightship.train.precision import choose_device, choose_precision
             from lightship.weights import resolve_source
 
@@ -481,18 +464,12 @@ class Lift:
                 net = src.build(info.num_classes, info.in_chans, info.input_size)
                 net = net.to(prec.device, memory_format=prec.memory_format)
                 data.to(prec.device)
-                if hasattr(data, "train_eval_batches"):
-                    fit = clean_fit(net, data, prec)["train_ce_clean"]
-                else:
-                    from types import SimpleNamespace
-
-                    fit = evaluate(net, SimpleNamespace(test_batches=data.train_in_order),
-                                   prec)["test_loss"]
+                fit = train_fit(net, data, prec)["train_ce_clean"]
                 saved[str(u)] = {"train_ce": fit, "test_top1": evaluate(net, data, prec)[
                     "test_top1"]}
             self.save()
-        return [{"arm": TEACHER, "seed": self.unit(int(u))[0], "fold": self.unit(int(u))[1], **v}
-                for u, v in saved.items() if int(u) in folds]
+        return [{"arm": TEACHER, "seed": r, "fold": f, **v} for u, v in saved.items()
+                if int(u) in folds for r, f in [self.unit(int(u))]]
 
     def race(self) -> None:
         st = self.state
@@ -502,7 +479,7 @@ class Lift:
         i = 0
         while True:
             rnd = st["rounds"][i]
-            arms = [a for a in rnd["arms"]]
+            arms = list(rnd["arms"])
             self.say(f"lift round {i + 1}: {', '.join(map(self.unit_name, rnd['folds']))}, "
                      f"{len(arms)} arms ({', '.join(arms)}); {duration(self.spent())} of "
                      f"{duration(self.budget)} spent")
@@ -606,8 +583,6 @@ def lift(data: str, model: str, *, teacher: str | Path | None = None,
     its gain over the light net alone holds after Holm, train it on all training images,
     evaluate it once on the test split and export it (docs/lift.md). Re-running with the same
     arguments continues the lift in ``out``."""
-    from lightship.lift.page import write_pages
-
     if jobs < 1:
         raise UserError(f"--jobs {jobs} must be at least 1")
     out = user_path(out) if out is not None else Path("runs") / "lift" / str(model)

@@ -50,10 +50,21 @@ def _status(state: Mapping[str, Any], arm: str) -> str:
     return "raced to the end"
 
 
-def _unit(state: Mapping[str, Any], u: int) -> str:
-    """Validation unit u = r·K + fold as its cell name s<r>-f<fold>."""
-    r, f = divmod(int(u), int(state.get("options", {}).get("folds") or 1))
+def unit_name(u: int, folds: int) -> str:
+    """Validation unit u = r·K + fold as its cell name s<r>-f<fold> (repetition r of the
+    K-fold split)."""
+    r, f = divmod(int(u), int(folds))
     return f"s{r}-f{f}"
+
+
+def _unit(state: Mapping[str, Any], u: int) -> str:
+    return unit_name(u, state["options"]["folds"])
+
+
+def duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 def _interval(c: Mapping[str, Any] | None) -> str:
@@ -118,17 +129,12 @@ def summary_lines(state: Mapping[str, Any]) -> list[str]:
             line += f", {w} {fin[f'final/{w}']['test_top1']:.2f} %"
         out.append(line)
     saved = racing_saved(state)
-    out.append(f"wall time {_dur(state.get('wall_s', 0))} of a {_dur(state.get('budget_s', 0))} "
+    wall, budget = duration(state.get("wall_s", 0)), duration(state.get("budget_s", 0))
+    out.append(f"wall time {wall} of a {budget} "
                f"budget; race: {state.get('stopped', '?')}; {saved}")
     if state.get("exported"):
         out.append("exported: " + ", ".join(state["exported"]))
     return out
-
-
-def _dur(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 def racing_saved(state: Mapping[str, Any]) -> str:

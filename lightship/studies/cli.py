@@ -87,7 +87,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     try:
         res = run_study(args.name, budget=args.budget, seeds=args.seeds, folds=args.folds,
                         jobs=args.jobs, out=args.out, data=args.data,
-                        progress=False if args.no_progress else None, command=command_line(),
+                        progress=False if args.no_progress else None,
+                        command=command_line(args.argv),
                         arms=[a for a in (args.arms or "").split(",") if a] or None,
                         epochs=args.epochs, precision=args.precision, confirm=args.confirm)
     except KeyboardInterrupt:

@@ -131,22 +131,30 @@ def fixed_split(data: str) -> bool:
 def read_plan(out: Path) -> dict[str, Any] | None:
     """The plan.json of a study folder, None for a missing or empty folder; a folder that holds
     something else is refused."""
+    return read_folder_state(out, "plan.json", PLAN_FORMAT, "study", "lightship study plan")
+
+
+def read_folder_state(out: Path, file: str, fmt: str, what: str, kind: str
+                      ) -> dict[str, Any] | None:
+    """The state file ``file`` (JSON, ``"format": fmt``) of a study or lift folder ``out``;
+    None for a missing or empty folder. A file in its place, a folder holding something else,
+    or a state file of another kind is refused with one line."""
     if not out.exists():
         return None
     if not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder for the study")
-    plan = out / "plan.json"
-    if not plan.exists():
+        raise UserError(f"--out {out} is a file; give a folder for the {what}")
+    path = out / file
+    if not path.exists():
         if any(out.iterdir()):
-            raise UserError(f"--out {out} is not empty and holds no study (no plan.json); "
+            raise UserError(f"--out {out} is not empty and holds no {what} (no {file}); "
                             "give a new or empty folder")
         return None
     try:
-        saved = json.loads(plan.read_text())
+        saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         saved = None
-    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
-        raise UserError(f"{plan} is not a lightship study plan; give another --out")
+    if not isinstance(saved, dict) or saved.get("format") != fmt:
+        raise UserError(f"{path} is not a {kind}; give another --out")
     return saved
 
 
@@ -228,7 +236,7 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                 cells.append(Cell(arm.name, seed, fold, rel, recipe,
                                   arm.cost * recipe.train.epochs, needs))
     auto_arms = frozenset(c.arm for c in cells if c.recipe.train.precision == "auto")
-    pinned = None if unpinned else pin_precision(cells, precision)
+    pinned = None if unpinned else pin_precision([c.recipe for c in cells], precision)
     if saved is not None and not unpinned and saved["precision"] != pinned:
         raise UserError(f"{out} was planned in {saved['precision']} (on {saved.get('cpu')}) but "
                         f"would continue in {pinned} here (on {cpu_kind()}), mixing two "
@@ -270,20 +278,21 @@ def twin_cells(plan: Plan, records: dict[str, dict], arms: set[str]) -> list[Cel
     return out
 
 
-def pin_precision(cells: list[Cell], precision: str) -> str:
-    """What ``train.precision: auto`` becomes in this study: ``precision`` when it names one,
-    else this machine's choice for the cells' device; written into every cell that says auto."""
+def pin_precision(recipes: list[Recipe], precision: str) -> str:
+    """What ``train.precision: auto`` becomes in a study or lift: ``precision`` when it names
+    one, else this machine's choice for the recipes' device; written into every recipe that
+    says auto."""
     if precision == "auto":
-        chosen = {choose_precision("auto", "auto", choose_device(c.recipe.train.device)).name
-                  for c in cells if c.recipe.train.precision == "auto"}
+        chosen = {choose_precision("auto", "auto", choose_device(r.train.device)).name
+                  for r in recipes if r.train.precision == "auto"}
         if len(chosen) > 1:
             raise UserError(f"the study's cells train on devices where precision auto means "
                             f"{' or '.join(sorted(chosen))}; pin one with --precision")
         precision = chosen.pop() if chosen else choose_precision(
             "auto", "auto", choose_device("auto")).name
-    for c in cells:
-        if c.recipe.train.precision == "auto":
-            c.recipe.train.precision = precision  # a fresh recipe per cell, validated on set
+    for r in recipes:
+        if r.train.precision == "auto":
+            r.train.precision = precision  # a fresh recipe per cell, validated on set
     return precision
 
 
