@@ -181,7 +181,8 @@ def load_run(run_dir: str | Path) -> Run:
 def lift(data: str, model: str, **options: Any) -> Any:
     """The light-backbone workflow on ``data`` for the light net ``model`` within a wall-time
     budget (``lightship lift``; options as :func:`lightship.lift.core.lift`: teacher,
-    teacher_model, booster, budget, methods, jobs, out, recipe, overrides, folds): returns a
+    teacher_model, booster, budget, methods, jobs, out, recipe, overrides, folds, executor,
+    address): returns a
     ``LiftResult`` with the case, the winner (or None) and the printed lines."""
     from lightship.lift.core import lift as run_lift
 

@@ -29,13 +29,12 @@ from lightship.data.builtin import _mnist5k_arrays
 from lightship.data.folds import kfold_indices
 from lightship.errors import UserError
 from lightship.studies import STUDIES, get_study
-from lightship.studies.analysis import Analysis, to_markdown
+from lightship.studies.analysis import Analysis, to_markdown, without_session
 from lightship.studies.base import Arm, Budget, Study
 from lightship.studies.runner import Cell, _blocked, _ready, execute, make_plan
 from lightship.studies.stats import Paired
 
 DATA = "synthetic:n=8000,classes=4,size=8,channels=1"
-VOLATILE = {"wall_time_s", "load", "cores", "jobs", "created", "sessions", "command"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -446,15 +445,6 @@ def _cmd(out: Path, jobs: int = 1) -> list[str]:
             "--data", DATA, "--out", str(out), "--jobs", str(jobs), "--no-progress"]
 
 
-def _stable(obj):
-    """study.json without what depends on the clock, the machine or the command line."""
-    if isinstance(obj, dict):
-        return {k: _stable(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [_stable(v) for v in obj]
-    return obj
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("study") / "whole"
@@ -526,7 +516,7 @@ def test_killed_study_resumes_and_ends_like_an_uninterrupted_one(uninterrupted, 
     got = json.loads((out / "study.json").read_text())
     want = json.loads((uninterrupted / "study.json").read_text())
     assert got["complete"] and got["cells_done"] == 6
-    assert _stable(got) == _stable(want)
+    assert without_session(got) == without_session(want)
     assert [s["jobs"] for s in got["sessions"]] == [2]  # the killed session wrote nothing
 
 
@@ -540,7 +530,7 @@ def test_report_accepts_a_study_folder(uninterrupted, capsys):
     assert "<h2 id='scoreboard'>Scoreboard</h2>" in html  # the claims lead (studies/page.py)
     assert html.index("id='scoreboard'") < html.index("id='curves'") < html.index("s0-f0")
     after = json.loads((uninterrupted / "study.json").read_text())
-    assert _stable(after) == _stable(before)
+    assert without_session(after) == without_session(before)
     md = (uninterrupted / "study.md").read_text()
     for needle in ("## Verdicts", "## Paired comparisons", "resnet8 ×0.125", "underfit.png",
                    "- precision: **fp32** (resnet8-x0.125, resnet8-x0.5, resnet8-x1: their "

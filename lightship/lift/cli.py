@@ -7,6 +7,7 @@ import sys
 
 from lightship import interrupt
 from lightship.lift.arms import ORDER
+from lightship.studies.on_ray import add_executor_args
 from lightship.train.precision import PRECISIONS
 
 
@@ -20,7 +21,8 @@ def cmd_lift(args: argparse.Namespace) -> int:
              methods=[m for m in (args.methods or "").split(",") if m] or None,
              jobs=args.jobs, out=args.out, recipe=args.recipe, overrides=args.set or [],
              folds=args.folds, repeats=args.repeats, precision=args.precision,
-             progress=False if args.no_progress else None, command=command_line(args.argv))
+             progress=False if args.no_progress else None, command=command_line(args.argv),
+             executor=args.executor, address=args.address)
     except KeyboardInterrupt:
         print(f"lightship: {interrupt.stopped()}; run the same command again to continue the "
               "lift (finished cells and decisions are kept, the interrupted cell resumes)",
@@ -68,6 +70,7 @@ def add_lift_parser(sub) -> argparse.ArgumentParser:
                    "with the corrected interval; default 4)")
     p.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes "
                    "(default 1)")
+    add_executor_args(p)
     p.add_argument("--out", help="lift folder (default runs/lift/MODEL); re-running continues "
                    "it")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="what the cells' "

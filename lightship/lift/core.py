@@ -50,6 +50,7 @@ from lightship.lift.race import LIGHT, LONGER, TEACHER, behind, diagnose, recomm
 from lightship.recipe import Recipe, build_recipe
 from lightship.runs import write_json
 from lightship.studies.cells import cell_state
+from lightship.studies.on_ray import check_executor, connected
 from lightship.studies.runner import (
     Cell,
     check_recipes,
@@ -165,8 +166,10 @@ class Lift:
     """One lift folder: its plan, its state (lift.json) and the steps that move it on."""
 
     def __init__(self, opts: dict[str, Any], out: Path, jobs: int, progress: bool | None,
-                 quiet: bool) -> None:
+                 quiet: bool, executor: str = "local", address: str | None = None) -> None:
         self.opts, self.out, self.jobs = opts, out, jobs
+        self.executor, self.address = executor, address
+        self.slots = jobs  # cells trained at once: jobs here, more on a Ray cluster
         self.progress, self.quiet = progress, quiet
         self.budget = parse_budget(opts["budget"])
         self.folds = int(opts["folds"])
@@ -253,7 +256,7 @@ class Lift:
 
     def fold_time(self, arms: list[str], folds: list[int]) -> float:
         cells = [(self.cell_s(a), a == TEACHER) for a in arms for _ in folds]
-        return makespan(cells, self.jobs)
+        return makespan(cells, self.slots)
 
     def final_time(self, candidates: list[str]) -> float:
         """The final runs in the worst case: the light net, the costliest candidate, and the
@@ -264,7 +267,7 @@ class Lift:
             cells.append((self.cell_s(worst, True), False))
             if self._needs_teacher([worst]):
                 cells.append((self.cell_s(TEACHER, True), True))
-        return makespan(cells, self.jobs) + REPORT_S
+        return makespan(cells, self.slots) + REPORT_S
 
     def spent(self) -> float:
         return self.spent_before + time.perf_counter() - self.t0
@@ -311,7 +314,8 @@ class Lift:
                           "rounds": [], "dropped": {}, "not_raced": {}, "cells": {},
                           "sessions": []}
         self.state.setdefault("sessions", []).append({"started": time.strftime(
-            "%Y-%m-%dT%H:%M:%S"), "jobs": self.jobs})
+            "%Y-%m-%dT%H:%M:%S"), "jobs": self.jobs, "executor": self.executor,
+            "slots": self.slots})
 
     def save(self) -> None:
         self.state["spent_s"] = self.spent()
@@ -373,10 +377,10 @@ class Lift:
 
         whole = not any(cell_state(self.out / c.rel) == "done" for c in cells)
         t = time.perf_counter()
-        predicted = makespan([(c.units, c.arm == TEACHER) for c in cells], self.jobs)
+        predicted = makespan([(c.units, c.arm == TEACHER) for c in cells], self.slots)
         records = run_cells(self.out, cells, self.jobs, title,
                             f"{duration(t_start)} of {duration(self.budget)} spent",
-                            self.progress, self.quiet, on_record)
+                            self.progress, self.quiet, on_record, self.executor, self.address)
         took = time.perf_counter() - t
         if whole and predicted > 30:  # every cell trained now: calibrate the cost model
             ratio = min(4.0, max(0.5, took / predicted))
@@ -577,12 +581,14 @@ def lift(data: str, model: str, *, teacher: str | Path | None = None,
          overrides: list[str] | None = None, folds: int = 5, repeats: int = REPEATS,
          precision: str = "auto",
          progress: bool | None = None, quiet: bool = False,
-         command: str | None = None) -> LiftResult:
+         command: str | None = None, executor: str = "local",
+         address: str | None = None) -> LiftResult:
     """Lift the light net ``model`` on ``data`` within ``budget`` wall time: diagnose it,
     race the candidates on validation folds of the training split, recommend one only when
     its gain over the light net alone holds after Holm, train it on all training images,
     evaluate it once on the test split and export it (docs/lift.md). Re-running with the same
-    arguments continues the lift in ``out``."""
+    arguments continues the lift in ``out``. ``executor="ray"``: cells are Ray tasks on the
+    cluster at ``address`` (None: a local one; lightship.studies.on_ray)."""
     if jobs < 1:
         raise UserError(f"--jobs {jobs} must be at least 1")
     out = user_path(out) if out is not None else Path("runs") / "lift" / str(model)
@@ -593,22 +599,26 @@ def lift(data: str, model: str, *, teacher: str | Path | None = None,
             "budget": str(budget), "precision": precision,
             "command": command or "lightship lift " + " ".join(shlex.quote(a)
                                                                for a in sys.argv[1:])}
-    run = Lift(opts, out, jobs, progress, quiet)
+    check_executor(executor, address)
+    run = Lift(opts, out, jobs, progress, quiet, executor, address)
     run.plan()
-    run.open_folder()
-    if not run.state["rounds"]:
-        run.check_baseline()
-    run.save()  # every input checked: from here on the folder is written
-    run.race()
-    run.decide()
-    if "final" not in run.state or any(v.get("status") != "finished"
-                                       for v in run.state["final"].values()):
-        run.final()
-    run.state["wall_s"] = run.spent()
-    lines = write_pages(run.out, run.state)
-    run.state["wall_s"] = run.spent()
-    run.save()
-    for line in lines:
-        run.say(line)
+    with connected(executor, address) as cluster:  # after the input checks: Ray takes seconds
+        if cluster is not None:
+            run.slots = cluster.slots(jobs)
+        run.open_folder()
+        if not run.state["rounds"]:
+            run.check_baseline()
+        run.save()  # every input checked: from here on the folder is written
+        run.race()
+        run.decide()
+        if "final" not in run.state or any(v.get("status") != "finished"
+                                           for v in run.state["final"].values()):
+            run.final()
+        run.state["wall_s"] = run.spent()
+        lines = write_pages(run.out, run.state)
+        run.state["wall_s"] = run.spent()
+        run.save()
+        for line in lines:
+            run.say(line)
     return LiftResult(out, run.state["diagnosis"]["case"], run.state["winner"], lines,
                       run.state)

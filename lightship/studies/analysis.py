@@ -510,11 +510,27 @@ def write_outputs(plan: Plan, records: dict[str, dict], wall: dict[str, Any]) ->
     return res
 
 
-def session_facts(t0: float, load_start: float, jobs: int) -> dict[str, Any]:
+SESSION_KEYS = frozenset({"wall_time_s", "load", "cores", "jobs", "executor", "created",
+                          "sessions", "command"})
+"""study.json keys that say how and when it was run, not what it found."""
+
+
+def without_session(obj: Any) -> Any:
+    """study.json (or any part of it) without :data:`SESSION_KEYS` at any depth: what two runs
+    of one study on one machine must agree on, whatever their --jobs or --executor."""
+    if isinstance(obj, dict):
+        return {k: without_session(v) for k, v in obj.items() if k not in SESSION_KEYS}
+    if isinstance(obj, list):
+        return [without_session(v) for v in obj]
+    return obj
+
+
+def session_facts(t0: float, load_start: float, jobs: int,
+                  executor: str = "local") -> dict[str, Any]:
     """Wall time and machine load of this session (excluded from any equality check)."""
     return {"wall_time_s": round(time.perf_counter() - t0, 1),
             "load": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
-            "cores": os.cpu_count(), "cpu": cpu_kind(), "jobs": jobs,
+            "cores": os.cpu_count(), "cpu": cpu_kind(), "jobs": jobs, "executor": executor,
             "created": datetime.now().isoformat(timespec="seconds")}
 
 

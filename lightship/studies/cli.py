@@ -14,6 +14,7 @@ from typing import Any
 from lightship import interrupt
 from lightship.errors import UserError
 from lightship.studies import BUDGETS, STUDIES, get_study
+from lightship.studies.on_ray import add_executor_args, check_executor, connected
 from lightship.studies.runner import Plan, command_line, execute, make_plan, read_plan, twin_cells
 from lightship.train.precision import PRECISIONS
 
@@ -30,13 +31,14 @@ def run_study(name: str, *, budget: str = "default", seeds: int | None = None,
               data: str | None = None, progress: bool | None = None, quiet: bool = False,
               command: str | None = None, arms: list[str] | None = None,
               epochs: int | None = None, precision: str = "auto",
-              confirm: bool | None = None):
+              confirm: bool | None = None, executor: str = "local", address: str | None = None):
     """Run (or continue) a study and write its outputs; return the analysis. ``data``: the
     dataset (None: the budget's own, e.g. sklearn digits or MNIST-5k). ``confirm``: train the
     ×2-schedule twin of every cell a claim on trained nets reads whose verdict does not say
     converged, and judge its convergence by the twin (None: the budget's choice). ``precision``:
     what ``train.precision: auto`` becomes in the cells (default: this machine's choice, pinned
-    in plan.json; a study is not continued in another precision)."""
+    in plan.json; a study is not continued in another precision). ``executor="ray"``: each
+    cell a Ray task on the cluster at ``address`` (None: a local one), ``jobs`` per machine."""
     from lightship.studies.analysis import session_facts, write_outputs
 
     study = get_study(name)
@@ -46,19 +48,24 @@ def run_study(name: str, *, budget: str = "default", seeds: int | None = None,
                       + (f" --folds {folds}" if folds is not None else "")
                       + (f" --data {data}" if data is not None else "")
                       + (f" --precision {precision}" if precision != "auto" else "")
-                      + f" --jobs {jobs} --out {out}")
+                      + f" --jobs {jobs} --out {out}"
+                      + (f" --executor {executor}" if executor != "local" else "")
+                      + (f" --address {address}" if address else ""))
+    check_executor(executor, address)
     plan = make_plan(study, budget, seeds=seeds, folds=folds, data=data, out=out, command=cmd,
                      arms=arms, epochs=epochs, precision=precision)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
-    records = execute(plan, jobs=jobs, progress=progress, quiet=quiet)
-    if plan.budget.confirm if confirm is None else confirm:
-        twins = twin_cells(plan, records, converged_arms(plan))
-        if twins:
-            execute(replace(plan, cells=twins), jobs=jobs, progress=progress, quiet=quiet)
-    facts = session_facts(t0, load0, jobs)
+    run = dict(jobs=jobs, progress=progress, quiet=quiet, executor=executor, address=address)
+    with connected(executor, address):  # one Ray connection for the cells and their twins
+        records = execute(plan, **run)
+        if plan.budget.confirm if confirm is None else confirm:
+            twins = twin_cells(plan, records, converged_arms(plan))
+            if twins:
+                execute(replace(plan, cells=twins), **run)
+    facts = session_facts(t0, load0, jobs, executor)
     facts["sessions"] = [*_previous_sessions(out), {k: facts[k] for k in
                                                      ("wall_time_s", "load", "jobs", "cpu",
-                                                      "created")}]
+                                                      "created", "executor")}]
     return write_outputs(plan, records, facts)
 
 
@@ -90,7 +97,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                         progress=False if args.no_progress else None,
                         command=command_line(args.argv),
                         arms=[a for a in (args.arms or "").split(",") if a] or None,
-                        epochs=args.epochs, precision=args.precision, confirm=args.confirm)
+                        epochs=args.epochs, precision=args.precision, confirm=args.confirm,
+                        executor=args.executor, address=args.address)
     except KeyboardInterrupt:
         print(f"lightship: {interrupt.stopped()}; run the same command again to continue the "
               "study (finished cells are kept, the interrupted one resumes)", file=sys.stderr)
@@ -127,6 +135,7 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
                    "dataset (default: the budget's)")
     p.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes, "
                    "each with cores/jobs torch threads (default 1)")
+    add_executor_args(p)
     p.add_argument("--out", help="study folder (default runs/studies/NAME); re-running "
                    "continues it")
     p.add_argument("--data", help="dataset (default: the budget's, as `lightship study "
@@ -179,8 +188,8 @@ def report_study(folder: Path, output: Path | None = None) -> list[str]:
         prev = json.loads((folder / "study.json").read_text())
     except (OSError, json.JSONDecodeError):
         prev = {}
-    wall = {k: prev[k] for k in ("wall_time_s", "load", "cores", "cpu", "jobs", "created",
-                                 "sessions")
+    wall = {k: prev[k] for k in ("wall_time_s", "load", "cores", "cpu", "jobs", "executor",
+                                 "created", "sessions")
             if k in prev}
     res = write_outputs(plan, records, wall)
     return [f"refreshed {folder / 'study.md'} and study.json ({res.n_done}/{res.n_total} "

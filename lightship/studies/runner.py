@@ -37,6 +37,7 @@ from lightship.data.builtin import BUILTINS
 from lightship.errors import UserError, closest
 from lightship.recipe import Recipe, build_recipe, recipe_differs
 from lightship.runs import write_json
+from lightship.studies import on_ray
 from lightship.studies.base import BUDGETS, Arm, Budget, Study
 from lightship.studies.cells import CELL_FILE, cell_state, run_cell
 from lightship.train.precision import PRECISIONS, choose_device, choose_precision, cpu_kind
@@ -452,7 +453,8 @@ def check_recipes(out: Path, cells: list[Cell]) -> None:
 
 
 def execute(plan: Plan, jobs: int = 1, progress: bool | None = None, quiet: bool = False,
-            on_record: Callable[[Cell, dict], None] | None = None) -> dict[str, dict]:
+            on_record: Callable[[Cell, dict], None] | None = None, executor: str = "local",
+            address: str | None = None) -> dict[str, dict]:
     """Bring every cell of ``plan`` to done; return cell records by cell path."""
     if jobs < 1:
         raise UserError(f"--jobs {jobs} must be at least 1")
@@ -460,17 +462,21 @@ def execute(plan: Plan, jobs: int = 1, progress: bool | None = None, quiet: bool
     plan.out.mkdir(parents=True, exist_ok=True)
     write_json(plan.out / "plan.json", plan.to_dict())
     return run_cells(plan.out, plan.cells, jobs, f"study {plan.study.name} ({plan.budget.name})",
-                     plan.setup(), progress, quiet, on_record)
+                     plan.setup(), progress, quiet, on_record, executor, address)
 
 
 def run_cells(out: Path, cells: list[Cell], jobs: int = 1, title: str = "cells",
               setup: str = "", progress: bool | None = None, quiet: bool = False,
-              on_record: Callable[[Cell, dict], None] | None = None) -> dict[str, dict]:
+              on_record: Callable[[Cell, dict], None] | None = None, executor: str = "local",
+              address: str | None = None) -> dict[str, dict]:
     """Bring every cell (run folders under ``out``) to done, ``jobs`` at a time (a cell starts
     after the cells it needs); return their records by cell path. The study runner's and
-    ``lightship lift``'s one way to train cells."""
+    ``lightship lift``'s one way to train cells. ``executor="ray"``: each cell a task on the
+    Ray cluster at ``address`` (None: a local one), ``jobs`` cells per machine
+    (lightship.studies.on_ray)."""
     if jobs < 1:
         raise UserError(f"--jobs {jobs} must be at least 1")
+    on_ray.check_executor(executor, address)
     records: dict[str, dict] = {}
     todo = []
     for cell in cells:
@@ -501,7 +507,9 @@ def run_cells(out: Path, cells: list[Cell], jobs: int = 1, title: str = "cells",
             on_record(cell, record)
 
     try:
-        if jobs == 1:
+        if executor == "ray":
+            on_ray.run(out, todo, jobs, address, running, finish, records, _spec, _blocked)
+        elif jobs == 1:
             while todo:  # longest ready cell first; a cell waits for the cells it needs
                 cell = next((c for c in todo if _ready(c, records) is not False), None)
                 if cell is None:
