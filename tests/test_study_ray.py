@@ -1,7 +1,8 @@
 """`--executor ray`: a study on a local Ray cluster of 2 CPUs ends in the local runner's study.json,
 also when a Ray worker is killed mid-cell (Ray re-runs the task, the cell resumes from its
-checkpoint) and after a Ctrl-C and a re-run; a cell that needs another waits for it through Ray;
-bad executor input is one line.
+checkpoint) and (slow suite) after a Ctrl-C and a re-run; a cell that needs another waits for it
+through Ray; (slow suite) a lift on Ray races cell by cell as the local one; bad executor input
+is one line.
 
 The cluster is started once for the module with ``ray start`` (token authentication on, Ray's
 default for ``ray start``), as a user's would be; the studies run as the CLI in subprocesses.
@@ -129,6 +130,7 @@ def test_a_ray_worker_killed_mid_cell_resumes_it_to_the_same_study(cluster, loca
     assert got["complete"] and without_session(got) == without_session(local)
 
 
+@pytest.mark.slow  # ~30 s: a cluster of its own, twice
 @pytest.mark.timeout(900)
 def test_ctrl_c_stops_a_ray_study_and_the_same_command_continues_it(local, tmp_path):
     """A local Ray cluster of this command's own (no --address): Ctrl-C to the terminal's
@@ -212,6 +214,7 @@ def test_without_ray_the_ray_executor_says_how_to_install_it(monkeypatch):
         on_ray.check_executor("ray", None)
 
 
+@pytest.mark.slow  # ~40 s: two whole lifts
 @pytest.mark.timeout(900)
 def test_a_lift_on_ray_races_and_chooses_as_the_local_one(cluster, tmp_path):
     from test_lift import ARGS, _choice, _npz
