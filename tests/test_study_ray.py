@@ -93,9 +93,9 @@ def _ray_workers() -> dict[str, int]:
 
 @pytest.mark.timeout(900)
 def test_a_study_on_ray_equals_the_local_runners(cluster, local, tmp_path):
-    out = tmp_path / "ray"
-    proc = subprocess.run(_cmd(out, "--executor", "ray", "--address", cluster), env=_env(),
-                          capture_output=True, text=True, timeout=900)
+    out = tmp_path / "ray"  # given relative: the cells run in the command's directory
+    proc = subprocess.run(_cmd(Path("ray"), "--executor", "ray", "--address", cluster),
+                          env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads((out / "study.json").read_text())
     assert got["complete"] and got["cells_done"] == 6
@@ -181,10 +181,12 @@ def test_a_cell_that_needs_another_waits_for_it_on_ray(cluster, tmp_path):
 def test_a_folder_no_worker_sees_is_refused_in_one_line(cluster):
     with on_ray.connected("ray", cluster) as c:
         nodes = c.nodes()
-        assert c.blind_nodes(Path("/tmp/lightship-no-such-folder/x"), nodes) == \
-            [n["NodeManagerAddress"] for n in nodes]
-        assert c.blind_nodes(ROOT / "pyproject.toml", nodes) == []
-    msg = on_ray.unreachable_message(Path("/tmp/s"), ["10.0.0.7"])
+        everyone = [n["NodeManagerAddress"] for n in nodes]
+        assert c.blind_nodes(Path("/tmp/lightship-no-such-folder/x"), str(ROOT), nodes) == \
+            everyone
+        assert c.blind_nodes(ROOT / "pyproject.toml", "/no/such/cwd", nodes) == everyone
+        assert c.blind_nodes(ROOT / "pyproject.toml", str(ROOT), nodes) == []
+    msg = on_ray.unreachable_message(Path("/tmp/s"), "/home/me", ["10.0.0.7"])
     assert "10.0.0.7" in msg and "/tmp is private to each machine" in msg and "\n" not in msg
 
 
@@ -237,3 +239,31 @@ def test_a_lift_on_ray_races_and_chooses_as_the_local_one(cluster, tmp_path):
 
     assert numbers(there) == numbers(here)  # cell by cell, bit for bit
     assert there["final"]["final/light"]["test_top1"] == here["final"]["final/light"]["test_top1"]
+
+
+class _Diverges(_TeacherStudent):
+    """The toy teacher/student study whose teacher diverges (LR 1e12: NaN in the first steps)."""
+
+    name = "toy-diverges"
+
+    def arms(self, budget):
+        student, teacher = super().arms(budget)
+        teacher.overrides["optim.lr"] = 1e12
+        return [student, teacher]
+
+
+@pytest.mark.timeout(600)
+def test_a_cell_that_diverges_on_ray_is_reported_once_and_blocks_its_students(cluster, tmp_path):
+    out = tmp_path / "study"
+    plan = make_plan(_Diverges(), "quick", seeds=None, folds=None, data=DATA, out=out,
+                     command="toy", arms=["student"])
+    records = execute(plan, jobs=2, quiet=True, executor="ray", address=cluster)
+    for fold in (0, 1):
+        teacher = records[f"cells/teacher/s0-f{fold}"]
+        assert teacher["status"] == "failed" and "loss became nan" in teacher["error"]
+        starts = (out / f"cells/teacher/s0-f{fold}/metrics.jsonl").read_text() \
+            .count('"kind": "start"')
+        assert starts == 1  # its own failure: not retried
+        student = records[f"cells/student/s0-f{fold}"]
+        assert student["status"] == "failed" and "which it needs, failed" in student["error"]
+        assert not (out / f"cells/student/s0-f{fold}").exists()  # never started

@@ -126,27 +126,29 @@ class Cluster:
     def gpus(self) -> float:
         return float(self.ray.cluster_resources().get("GPU", 0))
 
-    def check_reachable(self, out: Path) -> None:
-        """Every machine must see the study folder this one writes (cells write there)."""
-        nodes = self.nodes()
-        if self.local or len(nodes) < 2:
+    def check_reachable(self, out: Path, cwd: str) -> None:
+        """Every machine must see the study folder this one writes (cells write there) and
+        this working directory (cells run in it: a recipe's relative paths are read from it).
+        Asked of every machine unless the cluster is this command's own, on this machine."""
+        if self.local:
             return
-        token = out / f".reach-{uuid.uuid4().hex}"
+        out.mkdir(parents=True, exist_ok=True)
+        token = out.resolve() / f".reach-{uuid.uuid4().hex}"
         token.write_text("lightship: is this folder shared?\n")
         try:
-            blind = self.blind_nodes(token, nodes)
+            blind = self.blind_nodes(token, cwd, self.nodes())
         finally:
             token.unlink(missing_ok=True)
         if blind:
-            raise UserError(unreachable_message(out, blind))
+            raise UserError(unreachable_message(out, cwd, blind))
 
-    def blind_nodes(self, path: Path, nodes: list[dict[str, Any]]) -> list[str]:
-        """The addresses of the machines on which ``path`` does not exist."""
+    def blind_nodes(self, path: Path, cwd: str, nodes: list[dict[str, Any]]) -> list[str]:
+        """The addresses of the machines on which ``path`` or the folder ``cwd`` is missing."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        probe = self.ray.remote(num_cpus=0)(os.path.exists)
+        probe = self.ray.remote(num_cpus=0)(_sees)
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(str(path)) for n in nodes]
+            n["NodeID"], soft=False)).remote(str(path), cwd) for n in nodes]
         seen = self.ray.get(refs, timeout=120)
         return [n["NodeManagerAddress"] for n, ok in zip(nodes, seen, strict=True) if not ok]
 
@@ -155,11 +157,17 @@ class Cluster:
             self.ray.shutdown()
 
 
-def unreachable_message(out: Path, blind: list[str]) -> str:
-    private = any(str(out.resolve()).startswith(p) for p in ("/tmp/", "/var/tmp/", "/dev/shm/"))
-    return (f"{out} is not visible on the Ray machine(s) {', '.join(blind)}: cells write into "
-            "the study folder on whichever machine trains them, so give --out on a filesystem "
-            "every machine shares" + (" (/tmp is private to each machine)" if private else ""))
+def _sees(path: str, cwd: str) -> bool:
+    return os.path.isdir(cwd) and os.path.exists(path)
+
+
+def unreachable_message(out: Path, cwd: str, blind: list[str]) -> str:
+    private = any(str(p).startswith(t) for p in (out.resolve(), cwd)
+                  for t in ("/tmp/", "/var/tmp/", "/dev/shm/"))
+    return (f"{out} (or the working directory {cwd}) is not visible on the Ray machine(s) "
+            f"{', '.join(blind)}: cells write into the study folder on whichever machine trains "
+            "them, so run from, and give --out on, a filesystem every machine shares"
+            + (" (/tmp is private to each machine)" if private else ""))
 
 
 def resources(device: str, cpus: int, cluster_gpus: float) -> dict[str, float]:
@@ -169,12 +177,17 @@ def resources(device: str, cpus: int, cluster_gpus: float) -> dict[str, float]:
     return {"num_cpus": cpus, "num_gpus": 1 if cuda else 0}
 
 
-def _cell_task(spec: dict[str, Any], threads: int, *needed: dict[str, Any]) -> dict | None:
-    """One cell on a Ray worker: None when a cell it needs did not finish (the driver writes
-    that record), else the cell's record (lightship.studies.cells.run_cell)."""
+def _cell_task(spec: dict[str, Any], threads: int, cwd: str,
+               *needed: dict[str, Any]) -> dict | None:
+    """One cell on a Ray worker, in the command's working directory (a relative --out, data
+    path or teacher run resolves as it does for the local runner): None when a cell it needs
+    did not finish (the driver writes that record), else the cell's record
+    (lightship.studies.cells.run_cell)."""
     if any(rec.get("status") != "finished" for rec in needed):
         return None
     import torch
+
+    os.chdir(cwd)
 
     from lightship.studies.cells import run_cell
 
@@ -201,7 +214,8 @@ def _run(cluster: Cluster, out: Path, todo: list[Cell], jobs: int, running: list
     refs: dict[str, Any] = {}
     ok = False
     try:
-        cluster.check_reachable(out)
+        cwd = os.getcwd()
+        cluster.check_reachable(out, cwd)
         threads = cluster.cpus_per_cell(jobs)
         gpus = cluster.gpus()
         task = ray.remote(_cell_task)
@@ -216,7 +230,7 @@ def _run(cluster: Cluster, out: Path, todo: list[Cell], jobs: int, running: list
             args = [refs[r] if r in refs else records[r] for r in cell.needs]
             ref = task.options(**resources(cell.recipe.train.device, threads, gpus),
                                max_retries=RETRIES, retry_exceptions=False,
-                               name=f"lightship {cell.rel}").remote(spec(out, cell), threads,
+                               name=f"lightship {cell.rel}").remote(spec(out, cell), threads, cwd,
                                                                     *args)
             refs[cell.rel] = ref
             cells[ref] = cell
