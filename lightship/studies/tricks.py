@@ -56,7 +56,8 @@ class Tricks(Study):
             confirm=True,
             measured=(
                 "18 min 27 s (54 cells + 28 twins), 42/54 cells converged: zero-γ and no-bias-"
-                "decay rows not (2026-12-02, AMD EPYC, bf16)")),
+                "decay rows not (2026-12-02, AMD EPYC, bf16); 47 min 54 s in fp32 on an AVX2-"
+                "only EPYC (54 + 29 twins), the same rows under-trained")),
         "full": Budget("full", epochs=120, seeds=3, folds=None, data=None, note=(
             "the paper's setting on CIFAR-10 instead of ImageNet: ResNet-50 (bottleneck, "
             "small-input stem), batch 256 → 1024, 120 epochs (mixup rows 200), 5 warmup "
