@@ -7,9 +7,10 @@ exist, so no folder is polled for readiness. What stays lightship's:
 
 - **Where cells write.** A task trains into ``<out>/cells/...`` on whichever machine runs it, so
   the study folder must be the same folder on every machine (a shared filesystem: NFS, a cluster
-  volume). Before the first task, a connected cluster with more than one machine is asked, one
-  tiny task per machine, whether it sees a file just written there; a machine that does not is
-  refused in one line (a folder under /tmp, private to each machine, is the usual cause).
+  volume). Before the first task, any cluster but the command's own local one is asked, one
+  tiny task per machine, whether it sees a file just written there and the command's working
+  directory (cells run in it); a machine that does not is refused in one line (a folder under
+  /tmp, private to each machine, is the usual cause).
 - **Resources.** ``jobs`` keeps its meaning, cells per machine: each task asks for the smallest
   machine's CPUs // jobs (its torch threads, as a local worker's share), and one GPU when its
   recipe trains on CUDA (``train.device: cuda``, or ``auto`` on a cluster that has GPUs).
@@ -87,7 +88,6 @@ class Cluster:
         import ray
 
         self.ray = ray
-        self.address = address
         self.started_here = False
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -96,7 +96,7 @@ class Cluster:
                 ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
                          log_to_driver=False)
             except (ConnectionError, ValueError, RuntimeError) as exc:
-                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                msg = _first_line(exc)
                 auth = ("; a cluster with token authentication (ray start's default since "
                         "Ray 2.59) also needs RAY_AUTH_MODE=token here"
                         if address and not os.environ.get("RAY_AUTH_MODE") else "")
@@ -159,6 +159,12 @@ class Cluster:
 
 def _sees(path: str, cwd: str) -> bool:
     return os.path.isdir(cwd) and os.path.exists(path)
+
+
+def _first_line(exc: BaseException) -> str:
+    """A Ray error's first line (its messages run to many), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def unreachable_message(out: Path, cwd: str, blind: list[str]) -> str:
@@ -269,7 +275,7 @@ def _result(ray, ref, cell: Cell) -> dict | None:
             raise cause from None
         raise
     except RayError as exc:
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        line = _first_line(exc)
         if isinstance(exc, WorkerCrashedError | NodeDiedError | OutOfMemoryError):
             raise UserError(f"{cell.rel}: its Ray worker died {RETRIES + 1} times ({line}); "
                             "the cell keeps its checkpoint: run the same command again to "
