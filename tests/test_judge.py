@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import gc
 import math
 import random
 import statistics
@@ -216,9 +217,12 @@ def test_all_of_agrees_only_when_every_part_agrees():
     assert AllOf((up, same)).arms == ("y", "x", "w")
 
 
-def test_an_interval_that_includes_0_never_agrees_unless_tost_passes():
+def test_an_interval_that_includes_0_never_agrees_unless_tost_passes(monkeypatch):
     """Random paired data, many claims of each type: whenever the 95 % interval includes 0, a
     directed claim is not settled; only an equivalence whose TOST passes may agree."""
+    # statsmodels' Holm ends with a full gc.collect(): ~0.1 s in a process holding torch, so
+    # 600 judge calls took 100 s. Collection changes no number; skip it here only.
+    monkeypatch.setattr(gc, "collect", lambda *args: 0)
     rng = random.Random(22)
     seen = {"difference": 0, "equivalence": 0}
     for _ in range(150):

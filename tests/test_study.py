@@ -123,6 +123,8 @@ def _npz(tmp_path: Path) -> Path:
     (["study", "degradation", "--budget", "default", "--out", "OTHER"],
      "was made with budget 'quick', not 'default'"),
     (["study", "tricks", "--out", "JUNK"], "is not empty and holds no study"),
+    (["study", "degradation", "--budget", "converged", "--out", "NEW"],
+     "degradation has no converged budget yet"),
     (["study", "degradation", "--budget", "quick", "--epochs", "5", "--out", "OTHER"],
      "was made with epochs 1, not 5"),
     (["study", "degradation", "--arms", "resnet21", "--out", "NEW"],
@@ -182,6 +184,30 @@ def test_study_list_names_every_study_and_budget(capsys):
         assert out.count(f"{name}:") == 1
     n = len(STUDIES)
     assert n >= 3 and out.count("  quick:") == out.count("  default:") == out.count("  full:") == n
+    assert out.count("  converged:") == n  # sized and measured, or "none yet"
+    assert out.count("  converged: none yet") == n - sum(
+        "converged" in cls().budgets for cls in STUDIES.values())
+
+
+def test_converged_budgets_train_the_unconverged_arms_longer(tmp_path):
+    """`--budget converged`: the default, trained long enough for its unconverged arms: rocket
+    at 200 epochs (its milestones follow), underfit's ×0.125 net only at 8× (also under
+    --epochs), every other width at the default's epochs; a budget that is never measured is
+    not a converged budget."""
+    rocket = get_study("rocket")
+    conv, default = rocket.budgets["converged"], rocket.budgets["default"]
+    assert conv.epochs == 200 and default.epochs == 100 and conv.confirm and conv.measured
+    assert {a.name for a in rocket.arms(conv)} == {a.name for a in rocket.arms(default)}
+    assert {a.overrides["train.epochs"] for a in rocket.arms(conv)} == {200}
+    underfit = get_study("underfit")
+    for epochs, long in ((None, 960), (10, 80)):
+        plan = make_plan(underfit, "converged", seeds=1, folds=None, data="digits",
+                         out=tmp_path / f"u{epochs}", command="test", epochs=epochs)
+        by_arm = {c.arm: c.recipe.train.epochs for c in plan.cells}
+        short = long // 8
+        assert by_arm == {"resnet8-x0.125": long, "resnet8-x0.25": short, "resnet8-x0.5": short,
+                          "resnet8-x1": short, "resnet8-x2": short}
+    assert underfit.budgets["converged"].measured
 
 
 # ---------------------------------------------------------------- recipes of the arms

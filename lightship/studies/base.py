@@ -4,7 +4,9 @@ A study is a grid of arms × seeds × folds. Every cell is an ordinary run folde
 normal training entry point; a study only chooses the recipes, then reads the run folders.
 Budgets: ``quick`` checks the machinery (≤ 3 minutes, numbers mean nothing), ``default`` keeps
 the claim's regime at a size that fits 60 minutes on 2 quiet CPU cores with ``--jobs 2``,
-``full`` is the paper's own setting for a GPU and CIFAR.
+``converged`` (where the default's primary arms do not converge within the hour) the default
+trained long enough for them to converge, with its measured wall time, ``full`` is the paper's
+own setting for a GPU and CIFAR.
 
 A study holds no inference: its claims are :mod:`lightship.judge` values, and the judge decides
 them all (agrees / contradicts / not settled, with the reason).
@@ -12,13 +14,14 @@ them all (agrees / contradicts / not settled, with the reason).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from lightship.judge import Claim, Unit
 
-BUDGETS = ("quick", "default", "full")
+BUDGETS = ("quick", "default", "converged", "full")
+"""Every study has quick, default and full; ``converged`` only where it was sized and measured."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,18 @@ class Budget:
     measured: str | None = None
     """What a quiet run of this budget measured: wall time with ``--jobs 2`` on 2 cores and
     how many of its cells converged (``lightship study list`` and ``--help`` print it)."""
+
+
+def converged_budget(default: Budget, epochs: int, why: str, measured: str,
+                     **changes: Any) -> Budget:
+    """The ``converged`` budget: ``default`` at ``epochs`` (everything the study scales with
+    the epochs follows, e.g. milestones and warm-up) and any other ``changes`` (e.g. options
+    that train one arm longer), ``why`` it is sized so, ``measured`` what a quiet run of it
+    measured (a converged budget is never an estimate)."""
+    length = (f"at {epochs} epochs instead of {default.epochs}" if epochs != default.epochs
+              else f"at its {epochs} epochs")
+    return replace(default, name="converged", epochs=epochs, measured=measured,
+                   note=f"the default budget {length}: {why}", **changes)
 
 
 class Results(Protocol):

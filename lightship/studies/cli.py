@@ -84,6 +84,10 @@ def cmd_study(args: argparse.Namespace) -> int:
             study = cls()
             print(f"{name}: {study.title} — {study.paper}")
             for b in BUDGETS:
+                if b not in study.budgets:
+                    print(f"  {b}: none yet (the default's unconverged arms were not sized and "
+                          "measured to converge)")
+                    continue
                 bud = study.budgets[b]
                 split = f"{bud.folds} folds" if bud.folds else "own test split"
                 data = f" of {bud.data}" if bud.data else " (give --data)"
@@ -113,11 +117,14 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def default_budgets_text() -> str:
     """Per study: what its default budget measured (wall time, converged cells)."""
-    lines = ["default budgets, wall time measured with --jobs 2 on 2 CPU cores (little else "
-             "running: upper bounds of the quiet time) and converged cells:"]
+    lines = ["default and converged budgets, wall time measured with --jobs 2 on 2 CPU cores "
+             "(little else running: upper bounds of the quiet time) and converged cells:"]
     for name, cls in STUDIES.items():
-        bud = cls().budgets["default"]
-        lines.append(f"  {name}: {bud.measured or 'not measured yet'}")
+        budgets = cls().budgets
+        lines.append(f"  {name}: {budgets['default'].measured or 'not measured yet'}")
+        conv = budgets.get("converged")
+        lines.append(f"    --budget converged: {conv.epochs} epochs, {conv.measured}" if conv
+                     else "    --budget converged: none yet")
     return "\n".join(lines)
 
 
@@ -128,8 +135,10 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME", help=f"{', '.join(STUDIES)}, or list")
     p.add_argument("--budget", default="default", help="quick (≤ 3 min, checks the "
-                   "machinery), default (sized to converge in ≤ 60 min on 2 quiet CPU cores "
-                   "with --jobs 2: see below), full (the paper's setting, GPU and CIFAR)")
+                   "machinery), default (sized for ≤ 60 min on 2 quiet CPU cores with --jobs 2: "
+                   "see below), converged (where the default's arms do not converge: the "
+                   "default trained longer, its wall time measured), full (the paper's "
+                   "setting, GPU and CIFAR)")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the budget's)")
     p.add_argument("--folds", type=int, help="stratified K-fold over all images of a built-in "
                    "dataset (default: the budget's)")

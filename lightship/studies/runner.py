@@ -171,6 +171,10 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
     if budget_name not in BUDGETS:
         raise UserError(f"unknown budget '{budget_name}'{closest(budget_name, BUDGETS)}; "
                         f"budgets: {', '.join(BUDGETS)}")
+    if budget_name not in study.budgets:
+        raise UserError(f"{study.name} has no {budget_name} budget yet (its default was not "
+                        "sized and measured to converge: `lightship study list` says what it "
+                        "measured); give --epochs N for a longer default, with its own --out")
     budget = study.budgets[budget_name]
     data = data if data is not None else budget.data
     if data is None:
