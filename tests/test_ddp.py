@@ -65,6 +65,7 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     assert json.loads((two / "summary.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow  # end to end, tens of seconds: `pytest -m slow`
 def test_distill_runs_under_torchrun(tmp_path):
     out = str(tmp_path / "runs")
     _run(["train", *COMMON, "--batch-size", "32", "--out", out, "--name", "t"], tmp_path)

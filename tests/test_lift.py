@@ -216,6 +216,7 @@ def test_poisoned_test_labels_leave_the_choice_unchanged(clean_lift, tmp_path):
         "test_top1"]
 
 
+@pytest.mark.slow  # end to end, tens of seconds: `pytest -m slow`
 def test_kill_9_then_rerun_gives_the_same_recommendation(clean_lift, tmp_path):
     """Both lifts run as the command does (a subprocess: the CLI fits torch's threads, and a
     float sum depends on the thread count); the killed one is re-run by the same command."""
@@ -247,6 +248,7 @@ def test_kill_9_then_rerun_gives_the_same_recommendation(clean_lift, tmp_path):
     assert len(again["sessions"]) == 2
 
 
+@pytest.mark.slow  # end to end, tens of seconds: `pytest -m slow`
 def test_small_budget_is_kept(tmp_path, capsys):
     data = _npz(tmp_path / "d.npz", n=600)
     extra = ["--set", "train.epochs=6", "--methods", "kd,dkd,hint,at,dml", "--folds", "5"]

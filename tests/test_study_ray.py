@@ -105,6 +105,7 @@ def test_a_study_on_ray_equals_the_local_runners(cluster, local, tmp_path):
 
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds workers in /proc")
+@pytest.mark.slow  # end to end, tens of seconds: `pytest -m slow`
 def test_a_ray_worker_killed_mid_cell_resumes_it_to_the_same_study(cluster, local, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(out, "--executor", "ray", "--address", cluster), env=_env(),
