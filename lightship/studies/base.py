@@ -58,10 +58,10 @@ def converged_budget(default: Budget, epochs: int, why: str, measured: str,
     the epochs follows, e.g. milestones and warm-up) and any other ``changes`` (e.g. options
     that train one arm longer), ``why`` it is sized so, ``measured`` what a quiet run of it
     measured (a converged budget is never an estimate)."""
-    length = (f"at {epochs} epochs instead of {default.epochs}" if epochs != default.epochs
-              else f"at its {epochs} epochs")
+    length = (f" at {epochs} epochs instead of {default.epochs}" if epochs != default.epochs
+              else "")
     return replace(default, name="converged", epochs=epochs, measured=measured,
-                   note=f"the default budget {length}: {why}", **changes)
+                   note=f"the default budget{length}: {why}", **changes)
 
 
 class Results(Protocol):

@@ -123,7 +123,7 @@ def default_budgets_text() -> str:
         budgets = cls().budgets
         lines.append(f"  {name}: {budgets['default'].measured or 'not measured yet'}")
         conv = budgets.get("converged")
-        lines.append(f"    --budget converged: {conv.epochs} epochs, {conv.measured}" if conv
+        lines.append(f"    --budget converged: {conv.measured}" if conv
                      else "    --budget converged: none yet")
     return "\n".join(lines)
 
