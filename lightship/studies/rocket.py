@@ -90,9 +90,6 @@ class RocketStudy(Study):
                       "converged: KD, Rocket interval and both ablations not (2026-12-02, AMD "
                       "EPYC, fp32: the baseline recipe's own)")),
     }
-    # The default's KD, Rocket interval and ablation cells sat at 0.015–0.023 clean train CE
-    # and their 200-epoch twins still took 0.012–0.018 off (to 0.002–0.007): 200 epochs (the
-    # paper's own count) is where those twins ended, so the converged budget starts there.
     budgets["converged"] = converged_budget(
         budgets["default"], 200,
         "the default's KD, Rocket interval and ablation cells were still falling at 100 "
