@@ -209,6 +209,19 @@ def test_converged_budgets_train_the_unconverged_arms_longer(tmp_path):
         assert by_arm == {"resnet8-x0.125": long, "resnet8-x0.25": short, "resnet8-x0.5": short,
                           "resnet8-x1": short, "resnet8-x2": short}
     assert " min " in underfit.budgets["converged"].measured
+    transfer = get_study("transfer")
+    plan = make_plan(transfer, "converged", seeds=1, folds=None, data="digits",
+                     out=tmp_path / "t", command="test")
+    assert {c.arm: c.recipe.train.epochs for c in plan.cells} == {
+        "teacher": 400, "light": 400, "kd": 400, "adversarial": 400}  # the primary arms only
+    named = make_plan(transfer, "converged", seeds=1, folds=None, data="digits",
+                      out=tmp_path / "t2", command="test", arms=["dkd"])
+    assert {c.arm for c in named.cells} == {"dkd", "teacher"}  # --arms replaces the budget's
+    for cls in STUDIES.values():  # a budget's arms are the study's own
+        study = cls()
+        for b in study.budgets.values():
+            if b.arms is not None:
+                assert set(b.arms) <= {a.name for a in study.arms(b)}
 
 
 # ---------------------------------------------------------------- recipes of the arms

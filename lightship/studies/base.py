@@ -50,6 +50,9 @@ class Budget:
     measured: str | None = None
     """What a quiet run of this budget measured: wall time with ``--jobs 2`` on 2 cores and
     how many of its cells converged (``lightship study list`` and ``--help`` print it)."""
+    arms: tuple[str, ...] | None = None
+    """The arms this budget trains (and every arm they need); None: all of the study's.
+    ``--arms`` replaces it. Claims about arms left out are reported as not run."""
 
 
 def converged_budget(default: Budget, epochs: int, why: str, measured: str,

@@ -213,6 +213,8 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
                 raise UserError(f"{out} was made with {key} {saved.get(key)!r}, not {value!r}; "
                                 "re-run with the same options or give another --out")
     chosen = study.arms(budget)
+    if not arms and budget.arms is not None:  # a budget that trains only some arms
+        chosen = _with_needs(chosen, set(budget.arms))
     if arms:
         chosen += study.extra_arms(budget)
         known = [a.name for a in chosen]

@@ -34,7 +34,7 @@ from typing import Any
 
 from lightship.judge import AllOf, Claim, Difference, Unit
 from lightship.methods.authors import authors_settings
-from lightship.studies.base import Arm, Budget, Comparison, Study
+from lightship.studies.base import Arm, Budget, Comparison, Study, converged_budget
 
 PAPER = "the light-backbone article (transfer lowers the light net's loss floor)"
 CLAIMED = ("kd", "adversarial")
@@ -105,6 +105,13 @@ class Transfer(Study):
             options={"width": 0.25, "teacher_width": 1.0, "booster": "resnet20",
                      "fraction": 1.0}),
     }
+    budgets["converged"] = converged_budget(
+        budgets["default"], 400,
+        "only the primary arms (teacher, light alone, KD, adversarial): the default's "
+        "adversarial cells were still falling at 100 (0.10 clean train CE, their 200-epoch "
+        "twins halved it); one seed of them at 400 epochs converged by the verdict (0.012 and "
+        "0.013, 11 min 57 s for 2 teacher + 2 adversarial cells). The exploratory arms train "
+        "with --arms", measured="not measured yet", arms=("teacher", "light", *CLAIMED))
 
     def _base(self, budget: Budget) -> dict[str, Any]:
         return {"model.name": "resnet8", "model.width": budget.options["width"],
