@@ -197,3 +197,27 @@ def test_quick_fine_tuned_cells_record_the_reinitialised_head(tmp_path):
     ft = [c for c in cells if c["arm"] == "ft-p1-x1"]
     assert len(ft) == 2 and all(c["early_top1"] is not None and c["early_steps"] <= 15
                                 for c in ft)
+
+
+def test_converged_budget_trains_the_small_batch_scratch_arms_four_times_longer(tmp_path):
+    """`--budget converged`: (d)'s two scratch arms only, at ×12 instead of ×3 (48 epochs at
+    batch 8 instead of 12), the drops still when 2S/3 and 2S/9 steps are left; the batch
+    comparisons at the same steps are dropped, since the steps differ now."""
+    study = get_study("pretrain")
+    conv = make_plan(study, "converged", seeds=None, folds=None, data="mnist5k",
+                     out=tmp_path / "c", command="test")
+    assert {c.arm for c in conv.cells} == {"sc-bn-b8", "sc-gn-b8"} and len(conv.cells) == 8
+    default = {a.name: a for a in study.arms(study.budgets["default"])}
+    s = study.steps_x1(conv.budget)
+    for c in conv.cells:
+        r = c.recipe
+        assert r.train.epochs == 4 * default[c.arm].overrides["train.epochs"] == 48
+        spe = load_dataset("mnist5k", classes=r.data.classes, folds=4,
+                           fold=c.fold).info.n_train // r.train.batch_size
+        assert r.train.epochs * spe == pytest.approx(12 * s, rel=0.03)
+        lo, hi = (m * spe for m in r.schedule.milestones)
+        assert r.train.epochs * spe - lo == pytest.approx(2 * s / 3, abs=spe)
+        assert r.train.epochs * spe - hi == pytest.approx(2 * s / 9, abs=spe)
+    labels = [c.label for c in study.comparisons(conv.budget)]
+    assert not any("same steps" in x for x in labels)
+    assert any("same steps" in c.label for c in study.comparisons(study.budgets["default"]))
