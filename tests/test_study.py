@@ -217,6 +217,10 @@ def test_converged_budgets_train_the_unconverged_arms_longer(tmp_path):
     named = make_plan(transfer, "converged", seeds=1, folds=None, data="digits",
                       out=tmp_path / "t2", command="test", arms=["dkd"])
     assert {c.arm for c in named.cells} == {"dkd", "teacher"}  # --arms replaces the budget's
+    tricks = get_study("tricks")
+    epochs = {a.name: a.overrides["train.epochs"] for a in tricks.arms(tricks.budgets["converged"])}
+    assert set(epochs) == {a.name for a in tricks.arms(tricks.budgets["default"])}
+    assert sorted(set(epochs.values())) == [200, 333]  # mixup rows 200/120 as long
     for cls in STUDIES.values():  # a budget's arms are the study's own
         study = cls()
         for b in study.budgets.values():
