@@ -26,8 +26,9 @@ The rules (docs/studies.md, "How claims are judged"):
   directed differences; :class:`AllOf` agrees when every part agrees, contradicts when any part
   contradicts, else is not settled for the first unsettled part's reason.
 - Multiplicity: Holm over the family of the tests of the primary claims (a conjunction
-  contributes each of its parts); decisions use the Holm-adjusted p at level 0.05. Exploratory
-  claims are judged alone (adjusted p = p) and never enter the family.
+  contributes each of its parts); decisions use the Holm-adjusted p at level 0.05. A primary
+  claim whose arms a run did not train stays in the family at p = 1. Exploratory claims are
+  judged alone (adjusted p = p) and never enter the family.
 - The reported interval is the plain 95 % interval of the mean difference (per unit's t). A
   decision is never more liberal than it: adjusted p ≥ p, so a 95 % interval that includes 0 is
   never "agrees" or "contradicts" for a difference.
@@ -511,18 +512,22 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return [float(p) for p in multipletests(list(pvalues), alpha=ALPHA, method="holm")[1]]
 
 
-def judge(claims: Sequence[Claim], cells: Sequence[Mapping], folds: int | None = None
-          ) -> list[Decision]:
+def judge(claims: Sequence[Claim], cells: Sequence[Mapping], folds: int | None = None,
+          not_run: Sequence[Claim] = ()) -> list[Decision]:
     """Decide every claim on the cell records, one :class:`Decision` per claim, in order.
 
     Cells are dicts with ``arm``, ``seed``, ``fold`` (None without K-fold), metric values, and
     optionally ``converged`` (only ``True`` counts as converged). ``folds``: K of the K-fold
     split, for the corrected fold interval (default: the folds the paired cells cover). The
-    tests of the primary claims form one Holm family; exploratory claims are judged alone."""
+    tests of the primary claims form one Holm family; exploratory claims are judged alone.
+    ``not_run``: the study's claims whose arms this run did not train (not decided); their
+    primary tests stay in the family at p = 1, so training fewer arms never loosens Holm."""
     flat = [(i, leaf) for i, claim in enumerate(claims) for leaf in leaves(claim)]
     raw = [_leaf(leaf, cells, folds) for _, leaf in flat]
     family = [j for j, d in enumerate(raw) if d.claim.primary and d.p is not None]
-    for j, pa in zip(family, holm([raw[j].p for j in family]), strict=True):
+    absent = [1.0 for c in not_run for leaf in leaves(c) if leaf.primary]
+    adjusted = holm([raw[j].p for j in family] + absent)[:len(family)]
+    for j, pa in zip(family, adjusted, strict=True):
         raw[j] = _settle(replace(raw[j], p_adjusted=pa))
     out = []
     for i, claim in enumerate(claims):

@@ -324,6 +324,22 @@ def test_claims_not_tested_do_not_enter_the_family():
     assert decs[0].p_adjusted == decs[0].p and decs[1].reason == "n"
 
 
+def test_claims_a_run_did_not_train_stay_in_the_family_at_p_1():
+    """A budget that trains the arms of one claim of four must not judge it as a family of one:
+    the three not run count at p = 1 (Holm: the smallest p × 4), exploratory ones do not."""
+    d_mid = [0.5, 1.3, 0.1, 0.9, 0.6]  # p ≈ 0.028 alone
+    cells = pair(d_mid, "M", "X")
+    m = Difference("M", "X", "acc")
+    absent = [Difference("A", "B", "acc"),
+              AllOf((Difference("C", "D", "acc"), Difference("E", "F", "acc"))),
+              Difference("G", "H", "acc", primary=False)]
+    alone = one(m, cells)
+    (dec,) = judge([m], cells, not_run=absent)
+    assert alone.outcome == AGREES and dec.p == pytest.approx(alone.p)
+    assert dec.p_adjusted == pytest.approx(min(1.0, 4 * alone.p))  # 3 primary tests absent
+    assert (dec.outcome, dec.reason) == (NOT_SETTLED, "interval")
+
+
 # ---------------------------------------------------------------- claims are values
 
 

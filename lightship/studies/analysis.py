@@ -158,7 +158,8 @@ class Analysis:
         planned = {a.name for a in self.arm_list}
         claims = [with_unit(c, self.unit) for c in self.study.claims(self.budget, self.unit)]
         run = [c for c in claims if set(c.arms) <= planned]
-        return judge(run, self.cells, self.plan.folds), [c for c in claims if c not in run]
+        not_run = [c for c in claims if c not in run]
+        return judge(run, self.cells, self.plan.folds, not_run), not_run
 
     def verdict_lines(self) -> list[str]:
         """One line per claim (the judge's), then the claims not run, then the study's notes."""
