@@ -210,10 +210,11 @@ def test_converged_budgets_train_the_unconverged_arms_longer(tmp_path):
                           "resnet8-x1": short, "resnet8-x2": short}
     assert " min " in underfit.budgets["converged"].measured
     transfer = get_study("transfer")
-    plan = make_plan(transfer, "converged", seeds=1, folds=None, data="digits",
-                     out=tmp_path / "t", command="test")
-    assert {c.arm: c.recipe.train.epochs for c in plan.cells} == {
-        "teacher": 400, "light": 400, "kd": 400, "adversarial": 400}  # the primary arms only
+    for epochs, long in ((None, 400), (10, 10)):  # the primary arms only, adversarial 2×
+        plan = make_plan(transfer, "converged", seeds=1, folds=None, data="digits",
+                         out=tmp_path / f"t{epochs}", command="test", epochs=epochs)
+        assert {c.arm: c.recipe.train.epochs for c in plan.cells} == {
+            "teacher": long, "light": long, "kd": long, "adversarial": 2 * long}
     named = make_plan(transfer, "converged", seeds=1, folds=None, data="digits",
                       out=tmp_path / "t2", command="test", arms=["dkd"])
     assert {c.arm for c in named.cells} == {"dkd", "teacher"}  # --arms replaces the budget's
