@@ -215,6 +215,7 @@ def test_converged_budgets_train_the_unconverged_arms_longer(tmp_path):
                          out=tmp_path / f"t{epochs}", command="test", epochs=epochs)
         assert {c.arm: c.recipe.train.epochs for c in plan.cells} == {
             "teacher": long, "light": long, "kd": long, "adversarial": 2 * long}
+    assert " min " in transfer.budgets["converged"].measured
     named = make_plan(transfer, "converged", seeds=1, folds=None, data="digits",
                       out=tmp_path / "t2", command="test", arms=["dkd"])
     assert {c.arm for c in named.cells} == {"dkd", "teacher"}  # --arms replaces the budget's
@@ -222,6 +223,7 @@ def test_converged_budgets_train_the_unconverged_arms_longer(tmp_path):
     epochs = {a.name: a.overrides["train.epochs"] for a in tricks.arms(tricks.budgets["converged"])}
     assert set(epochs) == {a.name for a in tricks.arms(tricks.budgets["default"])}
     assert sorted(set(epochs.values())) == [200, 333]  # mixup rows 200/120 as long
+    assert " min " in tricks.budgets["converged"].measured
     for cls in STUDIES.values():  # a budget's arms are the study's own
         study = cls()
         for b in study.budgets.values():

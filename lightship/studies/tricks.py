@@ -69,7 +69,9 @@ class Tricks(Study):
         "the zero-γ and no-bias-decay rows were still falling at 100 under the step schedule "
         "(clean train CE 0.016–0.034; their 200-epoch twins reached 0.003–0.006), and the rows "
         "are compared with the row above, so every row trains 200 epochs (mixup rows 333, "
-        "warmup and drops scaled with them)", measured="not measured yet")
+        "warmup and drops scaled with them)",
+        measured=("41 min 31 s (54 cells + 18 twins), 54/54 cells converged (2026-12-03, AMD "
+                  "EPYC with native bf16, bf16)"))
 
     def _rows(self, budget: Budget) -> list[tuple[str, str, dict[str, Any], float]]:
         o, e = budget.options, budget.epochs
