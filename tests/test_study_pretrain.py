@@ -207,6 +207,7 @@ def test_converged_budget_trains_the_small_batch_scratch_arms_four_times_longer(
     conv = make_plan(study, "converged", seeds=None, folds=None, data="mnist5k",
                      out=tmp_path / "c", command="test")
     assert {c.arm for c in conv.cells} == {"sc-bn-b8", "sc-gn-b8"} and len(conv.cells) == 8
+    assert " min " in conv.budget.measured
     default = {a.name: a for a in study.arms(study.budgets["default"])}
     s = study.steps_x1(conv.budget)
     for c in conv.cells:
