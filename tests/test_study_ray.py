@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,8 +24,13 @@ from pathlib import Path
 import pytest
 
 # `ray start` turns token authentication on; a process that connects reads the mode when Ray is
-# first imported, so it is set before (the token is in ~/.ray/auth_token, written by ray start)
+# first imported, so it is set before. The token: ~/.ray/auth_token where a user made one (Ray
+# 2.60's `ray start` does not write one and refuses to start without it), else one for this module,
+# in RAY_AUTH_TOKEN, which the cluster and every command below inherit
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").exists()):
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'lightship[ray]'")
 
 from test_study import DATA, _TeacherStudent  # noqa: E402
