@@ -57,6 +57,11 @@ def drop_steps(total: int, s: int) -> list[float]:
     return [max(total - left * s, 1) for left in LEFT_AT_DROPS]
 
 
+def _small_batch_x(o: dict[str, Any]) -> int:
+    """(d)'s schedule multiple: the longest schedule, unless the budget sets ``small_batch_x``."""
+    return o.get("small_batch_x", o["schedules"][-1])
+
+
 def _pct(f: float) -> str:
     return f"{f * 100:g} %"
 
@@ -201,7 +206,7 @@ class Pretrain(Study):
                                          f"{what}, {_pct(f)}, ×{k}", "bn", TARGET, f, b, k * s,
                                          "src-bn" if init == "ft" else None))
         kn = o["schedules"][-1]  # scratch is judged at its longest schedule, as in the paper
-        kd = o.get("small_batch_x", kn)  # (d)'s arms: the longest, unless the budget says more
+        kd = _small_batch_x(o)
         for norm in ("bn", "gn"):
             for init, what in (("ft", "fine-tuned"), ("sc", "scratch")):
                 out.append(self._arm(budget, f"{init}-{norm}-b{sb}",
@@ -237,7 +242,7 @@ class Pretrain(Study):
                            f"fine-tuned − scratch, BN, batch {sb}"),
                 Comparison(f"sc-gn-b{sb}", f"ft-gn-b{sb}", "test_top1",
                            f"fine-tuned − scratch, GN, batch {sb}")]
-        same = o.get("small_batch_x", kn) == kn  # batch against batch only at the same steps
+        same = _small_batch_x(o) == kn  # batch against batch only at the same steps
         if same:
             out.append(Comparison(f"sc-{f0}-x{kn}", f"sc-bn-b{sb}", "test_top1",
                                   f"scratch BN batch {sb} − batch {o['batch']}, ×{kn} "
@@ -404,7 +409,7 @@ class Pretrain(Study):
                           fontsize=6.5, ha="right")
             lo = min(s.mean - (s.std or 0.0) for _, s, _ in vals)
             ax.set_ylim(max(math.floor(lo) - 2, 0), 100)
-        kd = o.get("small_batch_x", kn)
+        kd = _small_batch_x(o)
         ax.set_title(f"BN vs GN, {_pct(fr[0])}, ×{kn}" + (f" (b{sb}: ×{kd})" if kd != kn else ""),
                      fontsize=9)
         ax.set_ylabel("final test top-1 (%)")

@@ -137,9 +137,10 @@ class Transfer(Study):
                 Arm("light", f"light alone (resnet8 ×{o['width']:g})", "baseline", base,
                     EPOCH_COST["light"])]
         longer = o.get("epoch_factor", {})  # arm → a multiple of the budget's epochs
-        for name in _settings(budget.epochs):
+        for name, (label, over) in _settings(budget.epochs).items():
             e = budget.epochs * longer.get(name, 1)
-            label, over = _settings(e)[name]  # what scales with the schedule follows it
+            if e != budget.epochs:  # what scales with the schedule follows it
+                label, over = _settings(e)[name]
             if name == "rocket-kd":
                 over = {**over, "method.booster": o["booster"]}
             needs = {"method.teacher.run": "teacher"} if name in TEACHER_NEEDED else {}
