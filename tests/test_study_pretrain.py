@@ -67,7 +67,7 @@ def test_schedules_count_steps_not_epochs(plan):
         spe = n // r.train.batch_size
         steps = r.train.epochs * spe
         seen[c.arm] = steps
-        k = 3 if c.arm.endswith(("-b8", "-b16")) else int(c.arm[-1])
+        k = 12 if c.arm.endswith("-b8") else 3 if c.arm.endswith("-b16") else int(c.arm[-1])
         assert abs(steps - k * s) <= 0.03 * k * s, (c.arm, steps, k * s)
         # lr ÷10 when 2S/3 and 2S/9 steps are left, whatever the schedule's length (the
         # paper's last 60k and 20k of its 90k ×1); warmup over S/90 steps from 1/1000
@@ -199,26 +199,23 @@ def test_quick_fine_tuned_cells_record_the_reinitialised_head(tmp_path):
                                 for c in ft)
 
 
-def test_converged_budget_trains_the_small_batch_scratch_arms_four_times_longer(tmp_path):
-    """`--budget converged`: (d)'s two scratch arms only, at ×12 instead of ×3 (48 epochs at
-    batch 8 instead of 12), the drops still when 2S/3 and 2S/9 steps are left; the batch
-    comparisons at the same steps are dropped, since the steps differ now."""
+def test_default_trains_the_small_batch_arms_four_times_the_longest_schedule(tmp_path):
+    """(d)'s batch-8 arms train at ×12 = 48 epochs (at ×3 = 12 none of their cells converged),
+    the drops still when 2S/3 and 2S/9 steps are left; the batch comparisons at the same steps
+    are dropped, since the steps differ (a budget without ``small_batch_x`` keeps them)."""
     study = get_study("pretrain")
-    conv = make_plan(study, "converged", seeds=None, folds=None, data="mnist5k",
-                     out=tmp_path / "c", command="test")
-    assert {c.arm for c in conv.cells} == {"sc-bn-b8", "sc-gn-b8"} and len(conv.cells) == 8
-    assert " min " in conv.budget.measured
-    default = {a.name: a for a in study.arms(study.budgets["default"])}
-    s = study.steps_x1(conv.budget)
-    for c in conv.cells:
+    plan = make_plan(study, "default", seeds=None, folds=None, data="mnist5k",
+                     out=tmp_path / "d", command="test", arms=["sc-bn-b8", "sc-gn-b8"])
+    assert {c.arm for c in plan.cells} == {"sc-bn-b8", "sc-gn-b8"} and len(plan.cells) == 8
+    s = study.steps_x1(plan.budget)
+    for c in plan.cells:
         r = c.recipe
-        assert r.train.epochs == 4 * default[c.arm].overrides["train.epochs"] == 48
+        assert r.train.epochs == 48  # ×3 is 12 epochs at batch 8
         spe = load_dataset("mnist5k", classes=r.data.classes, folds=4,
                            fold=c.fold).info.n_train // r.train.batch_size
         assert r.train.epochs * spe == pytest.approx(12 * s, rel=0.03)
         lo, hi = (m * spe for m in r.schedule.milestones)
         assert r.train.epochs * spe - lo == pytest.approx(2 * s / 3, abs=spe)
         assert r.train.epochs * spe - hi == pytest.approx(2 * s / 9, abs=spe)
-    labels = [c.label for c in study.comparisons(conv.budget)]
-    assert not any("same steps" in x for x in labels)
-    assert any("same steps" in c.label for c in study.comparisons(study.budgets["default"]))
+    assert not any("same steps" in c.label for c in study.comparisons(plan.budget))
+    assert any("same steps" in c.label for c in study.comparisons(study.budgets["quick"]))
