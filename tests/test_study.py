@@ -123,8 +123,8 @@ def _npz(tmp_path: Path) -> Path:
     (["study", "degradation", "--budget", "default", "--out", "OTHER"],
      "was made with budget 'quick', not 'default'"),
     (["study", "tricks", "--out", "JUNK"], "is not empty and holds no study"),
-    (["study", "degradation", "--budget", "converged", "--out", "NEW"],
-     "degradation has no converged budget yet"),
+    (["study", "pretrain", "--budget", "converged", "--out", "NEW"],
+     "pretrain has no converged budget: its default converges"),
     (["study", "degradation", "--budget", "quick", "--epochs", "5", "--out", "OTHER"],
      "was made with epochs 1, not 5"),
     (["study", "degradation", "--arms", "resnet21", "--out", "NEW"],
@@ -184,9 +184,28 @@ def test_study_list_names_every_study_and_budget(capsys):
         assert out.count(f"{name}:") == 1
     n = len(STUDIES)
     assert n >= 3 and out.count("  quick:") == out.count("  default:") == out.count("  full:") == n
-    assert out.count("  converged:") == n  # sized and measured, or "none yet"
-    assert out.count("  converged: none yet") == n - sum(
-        "converged" in cls().budgets for cls in STUDIES.values())
+    assert out.count("  converged:") == n  # sized and measured, not needed, or "none yet"
+    budgets = [cls().budgets for cls in STUDIES.values()]
+    needless = sum("converged" not in b and b["default"].converges for b in budgets)
+    assert out.count("  converged: not needed: the default converges (measured)") == needless
+    assert out.count("  converged: none yet") == n - needless - sum(
+        "converged" in b for b in budgets)
+    assert "  converged: not needed" in out  # pretrain's default converges
+
+
+def test_a_default_that_converges_says_what_it_measured_and_has_no_converged_budget():
+    """Budget.converges: the default's quiet run converged every cell its primary claims read,
+    so a converged budget would be the same run; --help says so per study."""
+    from lightship.studies.cli import default_budgets_text
+
+    text = default_budgets_text()
+    for name, cls in STUDIES.items():
+        budgets = cls().budgets
+        if budgets["default"].converges:
+            assert "converged" not in budgets and " min " in budgets["default"].measured
+            assert f"  {name}: {budgets['default'].measured}\n    --budget converged: not " \
+                   "needed: the default converges (measured)" in text
+    assert get_study("pretrain").budgets["default"].converges
 
 
 def test_converged_budgets_train_the_unconverged_arms_longer(tmp_path):

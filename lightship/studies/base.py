@@ -21,7 +21,16 @@ if TYPE_CHECKING:
     from lightship.judge import Claim, Unit
 
 BUDGETS = ("quick", "default", "converged", "full")
-"""Every study has quick, default and full; ``converged`` only where it was sized and measured."""
+"""Every study has quick, default and full; ``converged`` only where it was sized and measured
+(and not where the default converges: ``Budget.converges``)."""
+
+
+def no_converged_budget(default: Budget) -> str:
+    """Why a study has no ``converged`` budget (``lightship study list``, ``--help``, the
+    refusal of ``--budget converged``)."""
+    if default.converges:
+        return "not needed: the default converges (measured)"
+    return "none yet: the default's unconverged arms were not sized and measured to converge"
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,9 @@ class Budget:
     measured: str | None = None
     """What a quiet run of this budget measured: wall time with ``--jobs 2`` on 2 cores and
     how many of its cells converged (``lightship study list`` and ``--help`` print it)."""
+    converges: bool = False
+    """A default budget whose quiet run converged every cell its primary claims read (its
+    ``measured`` says so): the study needs no ``converged`` budget."""
     arms: tuple[str, ...] | None = None
     """The arms this budget trains (and every arm they need); None: all of the study's.
     ``--arms`` replaces it. Claims about arms left out are reported as not run."""

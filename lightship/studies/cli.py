@@ -14,6 +14,7 @@ from typing import Any
 from lightship import interrupt
 from lightship.errors import UserError
 from lightship.studies import BUDGETS, STUDIES, get_study
+from lightship.studies.base import no_converged_budget
 from lightship.studies.on_ray import add_executor_args, check_executor, connected
 from lightship.studies.runner import Plan, command_line, execute, make_plan, read_plan, twin_cells
 from lightship.train.precision import PRECISIONS
@@ -85,8 +86,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             print(f"{name}: {study.title} — {study.paper}")
             for b in BUDGETS:
                 if b not in study.budgets:
-                    print(f"  {b}: none yet (the default's unconverged arms were not sized and "
-                          "measured to converge)")
+                    print(f"  {b}: {no_converged_budget(study.budgets['default'])}")
                     continue
                 bud = study.budgets[b]
                 split = f"{bud.folds} folds" if bud.folds else "own test split"
@@ -123,8 +123,8 @@ def default_budgets_text() -> str:
         budgets = cls().budgets
         lines.append(f"  {name}: {budgets['default'].measured or 'not measured yet'}")
         conv = budgets.get("converged")
-        lines.append(f"    --budget converged: {conv.measured}" if conv
-                     else "    --budget converged: none yet")
+        lines.append("    --budget converged: " + (conv.measured if conv else
+                                                    no_converged_budget(budgets["default"])))
     return "\n".join(lines)
 
 

@@ -172,6 +172,10 @@ def make_plan(study: Study, budget_name: str, *, seeds: int | None, folds: int |
         raise UserError(f"unknown budget '{budget_name}'{closest(budget_name, BUDGETS)}; "
                         f"budgets: {', '.join(BUDGETS)}")
     if budget_name not in study.budgets:
+        if study.budgets["default"].converges:
+            raise UserError(f"{study.name} has no {budget_name} budget: its default converges "
+                            "(`lightship study list` says what it measured); use --budget "
+                            "default")
         raise UserError(f"{study.name} has no {budget_name} budget yet (its default was not "
                         "sized and measured to converge: `lightship study list` says what it "
                         "measured); give --epochs N for a longer default, with its own --out")
