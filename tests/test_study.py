@@ -243,6 +243,17 @@ def test_converged_budgets_train_the_unconverged_arms_longer(tmp_path):
     assert set(epochs) == {a.name for a in tricks.arms(tricks.budgets["default"])}
     assert sorted(set(epochs.values())) == [200, 333]  # mixup rows 200/120 as long
     assert " min " in tricks.budgets["converged"].measured
+    degradation = get_study("degradation")  # plain-56 does not converge: depths 20/32
+    plan = make_plan(degradation, "converged", seeds=1, folds=None, data="digits",
+                     out=tmp_path / "d", command="test")
+    recipes = {c.arm: c.recipe for c in plan.cells}
+    assert {a: r.train.epochs for a, r in recipes.items()} == {
+        "plain20": 800, "plain32": 800, "resnet20": 100, "resnet32": 100, "resnet20-B": 100,
+        "resnet20-C": 100}
+    assert all(r.schedule.milestones is None for r in recipes.values())  # 50/75 % of each
+    labels = [c.label for c in degradation.claims(plan.budget, "seed") if c.primary]
+    assert labels[:2] == ["plain-32 trains to a higher train CE than plain-20",
+                          "at depth 32 the shortcuts lower the train CE (plain − residual > 0)"]
     for cls in STUDIES.values():  # a budget's arms are the study's own
         study = cls()
         for b in study.budgets.values():
