@@ -248,8 +248,8 @@ def test_converged_budgets_train_the_unconverged_arms_longer(tmp_path):
                      out=tmp_path / "d", command="test")
     recipes = {c.arm: c.recipe for c in plan.cells}
     assert {a: r.train.epochs for a, r in recipes.items()} == {
-        "plain20": 800, "plain32": 800, "resnet20": 100, "resnet32": 100, "resnet20-B": 100,
-        "resnet20-C": 100}
+        "plain20": 800, "plain32": 800, "resnet20": 200, "resnet32": 200, "resnet20-B": 200,
+        "resnet20-C": 200}
     assert all(r.schedule.milestones is None for r in recipes.values())  # 50/75 % of each
     labels = [c.label for c in degradation.claims(plan.budget, "seed") if c.primary]
     assert labels[:2] == ["plain-32 trains to a higher train CE than plain-20",
