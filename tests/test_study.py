@@ -211,7 +211,8 @@ def test_a_default_that_converges_says_what_it_measured_and_has_no_converged_bud
 def test_converged_budgets_train_the_unconverged_arms_longer(tmp_path):
     """`--budget converged`: the default, trained long enough for its unconverged arms: rocket
     at 200 epochs (its milestones follow), underfit's ×0.125 net only at 8× (also under
-    --epochs), every other width at the default's epochs; a budget that is never measured is
+    --epochs), every other width at the default's epochs; transfer's adversarial arm 2×;
+    degradation at depths 20/32, its plain nets 4× (800); a budget that is never measured is
     not a converged budget."""
     rocket = get_study("rocket")
     conv, default = rocket.budgets["converged"], rocket.budgets["default"]
@@ -254,6 +255,7 @@ def test_converged_budgets_train_the_unconverged_arms_longer(tmp_path):
     labels = [c.label for c in degradation.claims(plan.budget, "seed") if c.primary]
     assert labels[:2] == ["plain-32 trains to a higher train CE than plain-20",
                           "at depth 32 the shortcuts lower the train CE (plain − residual > 0)"]
+    assert " min " in degradation.budgets["converged"].measured
     for cls in STUDIES.values():  # a budget's arms are the study's own
         study = cls()
         for b in study.budgets.values():
