@@ -79,6 +79,16 @@ def converged_budget(default: Budget, epochs: int, why: str, measured: str,
                    note=f"the default budget{length}: {why}", **changes)
 
 
+def arm_epochs(budget: Budget, key: Any) -> tuple[int, str]:
+    """An arm's epochs under the budget's ``epoch_factor`` option (arm key → a multiple of the
+    budget's epochs: the arms a converged budget trains longer; the key is the study's, e.g.
+    the arm's name or underfit's width), and the label suffix that says so ('' for an arm at
+    the budget's epochs)."""
+    factor = budget.options.get("epoch_factor", {})
+    epochs = budget.epochs * factor.get(key, 1)
+    return epochs, (f", {epochs} epochs" if key in factor else "")
+
+
 class Results(Protocol):
     """What a study reads of its analysed cells (``lightship.studies.analysis.Analysis`` is
     one). Named here so that this module knows nothing of the analysis, which imports it."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightship.judge import Claim, Difference, Equivalence, Trend, Unit
-from lightship.studies.base import Arm, Budget, Comparison, Study, converged_budget
+from lightship.studies.base import Arm, Budget, Comparison, Study, arm_epochs, converged_budget
 
 PAPER = "He et al. 2016 (Deep Residual Learning, Fig. 6 / Table 3)"
 
@@ -93,14 +93,13 @@ class Degradation(Study):
 
     def arms(self, budget: Budget) -> list[Arm]:
         base, depths = self._base(budget), budget.options["depths"]
-        longer = budget.options.get("epoch_factor", {})  # arm → a multiple of the epochs
         arms = []
         for plain in (True, False):
             for d in depths:
                 name = f"{'plain' if plain else 'resnet'}{d}"
-                e = budget.epochs * longer.get(name, 1)  # the milestones are 50/75 % of it
-                arms.append(Arm(name, f"{'plain' if plain else 'residual'}-{d}"
-                                + (f", {e} epochs" if name in longer else ""), "baseline",
+                e, longer = arm_epochs(budget, name)  # the milestones are 50/75 % of it
+                arms.append(Arm(name, f"{'plain' if plain else 'residual'}-{d}{longer}",
+                                "baseline",
                                 {**base, "model.name": f"resnet{d}", "model.plain": plain,
                                  "train.epochs": e}, _cost(d)))
         return arms + [self._shortcut(budget, k) for k in self._shortcuts(budget)]

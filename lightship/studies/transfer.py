@@ -34,7 +34,7 @@ from typing import Any
 
 from lightship.judge import AllOf, Claim, Difference, Unit
 from lightship.methods.authors import authors_settings
-from lightship.studies.base import Arm, Budget, Comparison, Study, converged_budget
+from lightship.studies.base import Arm, Budget, Comparison, Study, arm_epochs, converged_budget
 
 PAPER = "the light-backbone article (transfer lowers the light net's loss floor)"
 CLAIMED = ("kd", "adversarial")
@@ -136,15 +136,14 @@ class Transfer(Study):
                     {**base, "model.width": tw}, EPOCH_COST["teacher"]),
                 Arm("light", f"light alone (resnet8 ×{o['width']:g})", "baseline", base,
                     EPOCH_COST["light"])]
-        longer = o.get("epoch_factor", {})  # arm → a multiple of the budget's epochs
         for name, (label, over) in _settings(budget.epochs).items():
-            e = budget.epochs * longer.get(name, 1)
+            e, longer = arm_epochs(budget, name)
             if e != budget.epochs:  # what scales with the schedule follows it
                 label, over = _settings(e)[name]
             if name == "rocket-kd":
                 over = {**over, "method.booster": o["booster"]}
             needs = {"method.teacher.run": "teacher"} if name in TEACHER_NEEDED else {}
-            arms.append(Arm(name, label + (f", {e} epochs" if name in longer else ""),
+            arms.append(Arm(name, label + longer,
                             "baseline", {**base, **over, "train.epochs": e},
                             EPOCH_COST[name], needs))
         return arms

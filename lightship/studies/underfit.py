@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightship.judge import AllOf, Claim, Difference, Equivalence, Trend, Unit
-from lightship.studies.base import Arm, Budget, Comparison, Study, converged_budget
+from lightship.studies.base import Arm, Budget, Comparison, Study, arm_epochs, converged_budget
 
 PAPER = "the light-backbone article (small nets underfit)"
 # Seconds per epoch of 4,000 digits at one thread, batch 64, measured under load (see docs).
@@ -73,12 +73,11 @@ class Underfit(Study):
 
     def arms(self, budget: Budget) -> list[Arm]:
         out = []
-        longer = budget.options.get("epoch_factor", {})
         for w in budget.options["widths"]:
-            epochs = budget.epochs * longer.get(w, 1)
+            epochs, longer = arm_epochs(budget, w)
             over = {"model.name": "resnet8", "model.width": w, "train.epochs": epochs,
                     "data.fraction": budget.options["fraction"], "train.batch_size": 64}
-            label = f"resnet8 ×{w:g}" + (f", {epochs} epochs" if w in longer else "")
+            label = f"resnet8 ×{w:g}{longer}"
             out.append(Arm(f"resnet8-{_wname(w)}", label, "baseline", over,
                            EPOCH_COST.get(w, 10.0 * w * w)))
         return out
