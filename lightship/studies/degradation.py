@@ -69,7 +69,8 @@ class Degradation(Study):
         "cell still fell from 0.018 to 0.002 under its 200-epoch twin, so every residual arm "
         "trains 200",
         measured=("24 min 07 s (36 cells, no twin needed), 36/36 cells converged (2026-12-03, "
-                  "AMD EPYC with native bf16, bf16)"),
+                  "AMD EPYC with native bf16, bf16); 20 min 09 s with --precision fp32 there, "
+                  "36/36, the same verdicts"),
         options={**budgets["default"].options, "depths": (20, 32),
                  "epoch_factor": {"plain20": 4, "plain32": 4}})
     budgets |= {
