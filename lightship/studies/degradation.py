@@ -113,9 +113,10 @@ class Degradation(Study):
     def _shortcut(self, budget: Budget, kind: str) -> Arm:
         """The residual net at the first depth with shortcut B or C (He et al. 2016, Table 3)."""
         d0 = budget.options["depths"][0]
-        return Arm(f"resnet{d0}-{kind}", f"residual-{d0}, shortcut {kind}", "baseline",
-                   {**self._base(budget), "model.name": f"resnet{d0}", "model.shortcut": kind},
-                   _cost(d0) * (1.1 if kind == "B" else 1.3))
+        e, longer = arm_epochs(budget, f"resnet{d0}-{kind}")
+        return Arm(f"resnet{d0}-{kind}", f"residual-{d0}, shortcut {kind}{longer}", "baseline",
+                   {**self._base(budget), "model.name": f"resnet{d0}", "model.shortcut": kind,
+                    "train.epochs": e}, _cost(d0) * (1.1 if kind == "B" else 1.3))
 
     def extra_arms(self, budget: Budget) -> list[Arm]:
         """The shortcut options the budget does not train, when named with ``--arms``."""

@@ -132,10 +132,11 @@ class Transfer(Study):
     def arms(self, budget: Budget) -> list[Arm]:
         base, o = self._base(budget), budget.options
         tw = o["teacher_width"]
-        arms = [Arm("teacher", f"teacher (resnet8 ×{tw:g})", "baseline",
-                    {**base, "model.width": tw}, EPOCH_COST["teacher"]),
-                Arm("light", f"light alone (resnet8 ×{o['width']:g})", "baseline", base,
-                    EPOCH_COST["light"])]
+        (te, tl), (le, ll) = arm_epochs(budget, "teacher"), arm_epochs(budget, "light")
+        arms = [Arm("teacher", f"teacher (resnet8 ×{tw:g}){tl}", "baseline",
+                    {**base, "model.width": tw, "train.epochs": te}, EPOCH_COST["teacher"]),
+                Arm("light", f"light alone (resnet8 ×{o['width']:g}){ll}", "baseline",
+                    {**base, "train.epochs": le}, EPOCH_COST["light"])]
         for name, (label, over) in _settings(budget.epochs).items():
             e, longer = arm_epochs(budget, name)
             if e != budget.epochs:  # what scales with the schedule follows it
